@@ -76,6 +76,7 @@ export type SocksCode =
   | 'ERR_ONION_INTRO_TIMEOUT'
   | 'ERR_CONNECT_TIMEOUT'
   | 'ERR_SOCKS_PROXY_UNREACHABLE'
+  | 'ERR_DIAL_ABORTED'
 
 export type DirectoryCode =
   | 'ERR_DIRECTORY_NOT_FOUND'
@@ -84,6 +85,8 @@ export type DirectoryCode =
   | 'ERR_DIRECTORY_REJECTED'
   | 'ERR_DIRECTORY_RESPONSE'
   | 'ERR_DIRECTORY_STORE'
+  | 'ERR_DIRECTORY_STALE_SEQ'
+  | 'ERR_DIRECTORY_RATE_LIMITED'
 
 export type StorageCode =
   | 'ERR_WRONG_PASSPHRASE'
@@ -91,6 +94,7 @@ export type StorageCode =
   | 'ERR_NO_ACCOUNT'
   | 'ERR_ACCOUNT_EXISTS'
   | 'ERR_STORAGE_IO'
+  | 'ERR_NO_PASSPHRASE'
 
 export type SessionCode =
   | 'ERR_SESSION_KEY_MISMATCH'
@@ -100,6 +104,7 @@ export type SessionCode =
   | 'ERR_SESSION_TIMEOUT'
   | 'ERR_UNKNOWN_CONTACT'
   | 'ERR_PEER_UNAUTHENTICATED'
+  | 'ERR_SESSION_UNANSWERED'
 
 export type ErrorCode =
   | InvalidArgumentCode
