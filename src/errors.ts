@@ -56,6 +56,7 @@ export type TorCode =
   | 'ERR_NETWORK_TIMEOUT'
   | 'ERR_NETWORK_STARTUP'
   | 'ERR_ONION_PUBLISH_TIMEOUT'
+  | 'ERR_TOR_RESTART_FAILED'
 
 export type SocksCode =
   | 'ERR_SOCKS_GENERAL'
