@@ -29,6 +29,7 @@ export type DecodeCode =
   | 'ERR_PEER_ID_FORMAT'
   | 'ERR_PEER_ID_CHECKSUM'
   | 'ERR_ONION_ADDRESS'
+  | 'ERR_UNKNOWN_COMMAND'
 
 export type CryptoCode =
   | 'ERR_NOISE_PROTOCOL_NAME'
@@ -106,6 +107,7 @@ export type SessionCode =
   | 'ERR_UNKNOWN_CONTACT'
   | 'ERR_PEER_UNAUTHENTICATED'
   | 'ERR_SESSION_UNANSWERED'
+  | 'ERR_PEER_REFUSED'
 
 export type ErrorCode =
   | InvalidArgumentCode
@@ -116,6 +118,8 @@ export type ErrorCode =
   | DirectoryCode
   | StorageCode
   | SessionCode
+  /** A failure no area classified (a bug); reported instead of crashing, e.g. by the headless mode. */
+  | 'ERR_INTERNAL'
 
 export interface ErrorOptions {
   cause?: unknown
