@@ -3,7 +3,7 @@
  * the intents to send to the client come out. The blessed view (./tui.ts) only draws this state and forwards keys,
  * so everything a user can see or do is tested here without a terminal.
  */
-import type { ClientEvent, ClientIntent, ContactView, MessageView, TorState } from '../client/api.js'
+import type { ClientEvent, ClientIntent, ContactView, IntentResult, MessageView, TorState } from '../client/api.js'
 
 export type Focus = 'input' | 'contacts'
 
@@ -23,6 +23,8 @@ export interface UiState {
   focus: Focus
   status: { text: string; kind: 'info' | 'error' }
   quitting: boolean
+  /** What is typed in the input line, not yet submitted. */
+  draft: string
 }
 
 export function initialState(): UiState {
@@ -37,6 +39,7 @@ export function initialState(): UiState {
     focus: 'input',
     status: { text: 'Starting tor…  Type /help for commands.', kind: 'info' },
     quitting: false,
+    draft: '',
   }
 }
 
@@ -244,6 +247,94 @@ export function submitInput(
     default:
       return { state: fail(state, `Unknown command ${command}. Type /help`), intents: [] }
   }
+}
+
+// ---- input line and intent results (pure) ---------------------------------------------------------------------
+
+/** The input line holds at most this many UTF-16 code units (a text body is at most 16 KiB of UTF-8 on the wire). */
+export const MAX_DRAFT = 16384
+
+export type Edit = { type: 'insert'; text: string } | { type: 'backspace' } | { type: 'clear' }
+
+const DRAFT_CONTROL = /[\u0000-\u001f\u007f-\u009f]/gu
+
+/** Applies one edit to the input line. Edits only land while the input line has focus; control characters are dropped. */
+export function applyEdit(state: UiState, edit: Edit): UiState {
+  if (state.focus !== 'input') return state
+  switch (edit.type) {
+    case 'insert': {
+      let draft = state.draft
+      for (const ch of edit.text.replace(DRAFT_CONTROL, '')) {
+        if (draft.length + ch.length > MAX_DRAFT) break
+        draft += ch
+      }
+      return draft === state.draft ? state : { ...state, draft }
+    }
+    case 'backspace': {
+      const d = state.draft
+      if (d === '') return state
+      const pair = d.length >= 2 && /[\udc00-\udfff]/.test(d.at(-1)!) && /[\ud800-\udbff]/.test(d.at(-2)!)
+      return { ...state, draft: d.slice(0, pair ? -2 : -1) }
+    }
+    case 'clear':
+      return state.draft === '' ? state : { ...state, draft: '' }
+  }
+}
+
+/**
+ * Enter: submits the input line through `submitInput`. The line is cleared, except when it was refused and holds
+ * something worth fixing rather than retyping: a message, or a command with arguments (a mistyped peer ID).
+ * With the contact list focused, Enter moves focus back to the input line.
+ */
+export function submitDraft(
+  state: UiState,
+  validatePeerId: (text: string) => { ok: true; peerId: string } | { ok: false; message: string },
+): InputResult {
+  if (state.focus !== 'input') return { state: { ...state, focus: 'input' }, intents: [] }
+  const r = submitInput(state, state.draft, validatePeerId)
+  const text = state.draft.trim()
+  const worthKeeping = !text.startsWith('/') || /\s/.test(text)
+  const keep = worthKeeping && r.intents.length === 0 && r.state.status.kind === 'error'
+  return { state: { ...r.state, draft: keep ? state.draft : '' }, intents: r.intents }
+}
+
+const FAILED: Readonly<Record<ClientIntent['cmd'], string>> = {
+  add: 'Could not add the contact',
+  accept: 'Could not accept',
+  refuse: 'Could not refuse',
+  send: 'Message not sent',
+  contacts: 'Could not list contacts',
+  history: 'Could not load the history',
+  retry: 'Could not retry',
+  quit: 'Could not quit cleanly',
+}
+
+/**
+ * What the client answered to an intent: a refusal goes to the status line as an error; a history goes in front
+ * of what the conversation already shows (without counting as unread; what is shown already wins on equal IDs).
+ */
+export function applyResult(state: UiState, intent: ClientIntent, result: IntentResult): UiState {
+  if (!result.ok) return fail(state, `${FAILED[intent.cmd]}: ${result.message}`)
+  if (intent.cmd !== 'history' || result.messages === undefined) return state
+  const shown = state.conversations.get(intent.peerId) ?? []
+  const ids = new Set(shown.map((m) => m.id))
+  const older = result.messages.filter((m) => m.peerId === intent.peerId && !ids.has(m.id))
+  if (older.length === 0) return state
+  return { ...state, conversations: withConversation(state, intent.peerId, [...older, ...shown].slice(-MAX_VIEW_MESSAGES)) }
+}
+
+/** Characters that could drive the terminal or reorder what is shown: C0/C1 controls, DEL, bidi overrides. */
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+
+/**
+ * Makes text from anywhere (a peer's message, a contact's name, an error) safe to put on one terminal line:
+ * line breaks become ' ↵ ', a tab becomes a space, every other control, bidi override or lone surrogate becomes U+FFFD.
+ */
+export function terminalSafe(text: string): string {
+  return text
+    .replace(/\r\n|\n|\r/g, ' ↵ ')
+    .replace(/\t/g, ' ')
+    .replace(UNSAFE, '\ufffd')
 }
 
 // ---- formatting (pure) -------------------------------------------------------------------------------------------
