@@ -73,3 +73,17 @@ export type ClientIntent =
   | { cmd: 'history'; peerId: string; limit?: number }
   | { cmd: 'retry'; peerId?: string }
   | { cmd: 'quit' }
+
+/** What an intent produced: `send` gives the new message's ID; a refused intent gives a typed error code. */
+export type IntentResult =
+  | { ok: true; id?: string; contacts?: ContactView[]; messages?: MessageView[] }
+  | { ok: false; code: string; message: string }
+
+/** A running client, as the UI and headless mode see it. */
+export interface ClientHandle {
+  readonly peerId: string
+  onEvent(listener: (event: ClientEvent) => void): () => void
+  dispatch(intent: ClientIntent): Promise<IntentResult>
+  contacts(): ContactView[]
+  stop(): Promise<void>
+}
