@@ -1,0 +1,141 @@
+/**
+ * `npm run bench:network [-- --runs N]`: for each run, a fresh private network (new directory and ports;
+ * only the cached node keys are reused) and two client tors, measuring
+ *   - time to a formed network, and each client's time to ready (Bootstrapped 100% + full consensus),
+ *   - an onion service: ADD_ONION → descriptor uploaded (HS_DESC UPLOADED) → first successful connect,
+ *   - a second stream to the same onion (reuses the circuit),
+ *   - round trips of 32-byte echoes on one stream (median and p95 of 200).
+ * Stream latency on this network is bimodal per circuit (~2 ms or ~90 ms), so compare figures from the same
+ * circuit only; nothing here is a pass/fail threshold.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { startNetwork } from '../relay/network.js'
+import { describeError } from '../src/errors.js'
+import { createTorDialer } from '../src/tor/dialer.js'
+import { TorProcess } from '../src/tor/process.js'
+
+interface RunResult {
+  formedMs: number
+  clientMs: number[]
+  uploadedMs: number
+  reachableMs: number
+  attempts: number
+  secondStreamMs: number
+  rttMedianMs: number
+  rttP95Ms: number
+}
+
+const ECHOES = 200
+
+function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+}
+
+/** Sends `n` 32-byte messages one at a time, each after the previous echo came back; returns each round trip. */
+async function roundTrips(socket: Socket, n: number): Promise<number[]> {
+  const out: number[] = []
+  for (let i = 0; i < n; i++) {
+    const msg = Buffer.alloc(32, i & 0xff)
+    const t0 = performance.now()
+    await new Promise<void>((resolve, reject) => {
+      let got = 0
+      const onData = (chunk: Buffer): void => {
+        got += chunk.length
+        if (got >= msg.length) {
+          socket.off('data', onData)
+          socket.off('error', reject)
+          resolve()
+        }
+      }
+      socket.on('data', onData)
+      socket.once('error', reject)
+      socket.write(msg)
+    })
+    out.push(performance.now() - t0)
+  }
+  return out
+}
+
+async function oneRun(): Promise<RunResult> {
+  const t0 = performance.now()
+  const network = await startNetwork()
+  const formedMs = performance.now() - t0
+  const dirs: string[] = []
+  const tors: TorProcess[] = []
+  const server = createServer((s) => s.pipe(s))
+  try {
+    const clientMs = await Promise.all(
+      [0, 1].map(async () => {
+        const dataDir = await mkdtemp(join(tmpdir(), 'p2pmess-bench-tor-'))
+        dirs.push(dataDir)
+        const c0 = performance.now()
+        tors.push(await TorProcess.start({ dataDir, network: network.join }))
+        return performance.now() - c0
+      }),
+    )
+    const [service, visitor] = tors as [TorProcess, TorProcess]
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const local = (server.address() as AddressInfo).port
+
+    await service.controller.setEvents(['HS_DESC'])
+    const a0 = performance.now()
+    const onion = await service.controller.addOnion({ key: { type: 'new' }, ports: [{ virtualPort: 80, target: `127.0.0.1:${local}` }], flags: ['DiscardPK'] })
+    const uploaded = service.controller
+      .waitForEvent((e) => (e.type === 'hs_desc' && e.action === 'UPLOADED' && e.address === onion.serviceId ? true : undefined), 60_000, 'descriptor upload')
+      .then(() => performance.now() - a0)
+    const dialer = createTorDialer({ socksPort: visitor.socksPort })
+    let attempts = 1
+    const host = `${onion.serviceId}.onion`
+    const first = await dialer.dialWithRetry(host, 80, { deadlineMs: 60_000, onRetry: () => attempts++ })
+    const reachableMs = performance.now() - a0
+    const uploadedMs = await uploaded
+    const s0 = performance.now()
+    const second = await dialer.dial(host, 80, { timeoutMs: 30_000 })
+    const secondStreamMs = performance.now() - s0
+    second.destroy()
+    const rtts = (await roundTrips(first, ECHOES)).sort((x, y) => x - y)
+    first.destroy()
+    return { formedMs, clientMs, uploadedMs, reachableMs, attempts, secondStreamMs, rttMedianMs: quantile(rtts, 0.5), rttP95Ms: quantile(rtts, 0.95) }
+  } finally {
+    server.close()
+    await Promise.all(tors.map((t) => t.stop()))
+    await network.stop()
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))
+  }
+}
+
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '1' } } })
+const runs = Number(values.runs)
+if (!Number.isInteger(runs) || runs < 1 || runs > 100) {
+  process.stderr.write('--runs must be a whole number from 1 to 100\n')
+  process.exit(2)
+}
+
+const s = (ms: number): string => (ms / 1000).toFixed(1).padStart(6)
+const m = (ms: number): string => ms.toFixed(1).padStart(7)
+process.stdout.write('run  formed(s)  clients(s)     desc up(s)  onion(s) tries  2nd stream(ms)  rtt p50(ms)  rtt p95(ms)\n')
+const ok: RunResult[] = []
+for (let i = 1; i <= runs; i++) {
+  try {
+    const r = await oneRun()
+    ok.push(r)
+    process.stdout.write(
+      `${String(i).padStart(3)}  ${s(r.formedMs)}     ${r.clientMs.map(s).join(' ')}  ${s(r.uploadedMs)}    ${s(r.reachableMs)} ${String(r.attempts).padStart(5)}  ${m(r.secondStreamMs)}         ${m(r.rttMedianMs)}      ${m(r.rttP95Ms)}\n`,
+    )
+  } catch (err) {
+    process.stdout.write(`${String(i).padStart(3)}  FAILED: ${describeError(err)}\n`)
+  }
+}
+if (runs > 1 && ok.length > 0) {
+  const formed = ok.map((r) => r.formedMs).sort((x, y) => x - y)
+  const ready = ok.map((r) => r.formedMs + Math.max(...r.clientMs)).sort((x, y) => x - y)
+  process.stdout.write(
+    `${ok.length}/${runs} runs succeeded; formed: min ${s(formed[0]!).trim()} s, median ${s(quantile(formed, 0.5)).trim()} s, max ${s(formed.at(-1)!).trim()} s; ` +
+      `network + clients ready: median ${s(quantile(ready, 0.5)).trim()} s, max ${s(ready.at(-1)!).trim()} s\n`,
+  )
+}
+process.exitCode = ok.length === runs ? 0 : 1
