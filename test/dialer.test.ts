@@ -155,6 +155,24 @@ test('dialWithRetry: gives up at the deadline with the last typed error', async 
   t.is(err?.code, (attempts - 1) % 2 === 0 ? 'ERR_ONION_NOT_FOUND' : 'ERR_ONION_INTRO_FAILED')
 })
 
+test('dialWithRetry: an attempt that hangs is abandoned after attemptTimeoutMs and retried', async (t) => {
+  const echo = await startEchoServer()
+  const socks = await startFakeSocks({ plan: (_req, i): Plan => (i === 0 ? { kind: 'stall' } : { kind: 'forward', port: echo.port }) })
+  t.teardown(async () => {
+    await socks.close()
+    await echo.close()
+  })
+  const retries: RetryInfo[] = []
+  const dialer = createTorDialer({ socksPort: socks.port })
+  const socket = await dialer.dialWithRetry(ONION, 80, { deadlineMs: 10_000, attemptTimeoutMs: 200, retryIntervalMs: 10, onRetry: (r) => retries.push(r) })
+  const reply = readOnce(socket)
+  socket.write('ping')
+  t.is(await reply, 'ping')
+  socket.destroy()
+  t.deepEqual(retries.map((r) => r.error.code), ['ERR_CONNECT_TIMEOUT'])
+  t.is(socks.requests.length, 2)
+})
+
 test('dialWithRetry: a permanent error is not retried', async (t) => {
   const socks = await startFakeSocks({ plan: () => ({ kind: 'reply', code: 0xf6 }) })
   t.teardown(() => socks.close())

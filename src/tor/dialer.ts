@@ -49,6 +49,12 @@ export interface DialWithRetryOptions {
   deadlineMs: number
   /** Pause between attempts; default 1000. */
   retryIntervalMs?: number
+  /**
+   * Longest one attempt may take; default 30 000. A SOCKS request can hang inside tor for up to its SocksTimeout
+   * (e.g. on a cached descriptor whose intro points died with a restarted service); a fresh request then gets a
+   * fresh try, so an attempt that hangs is abandoned and retried while the deadline allows.
+   */
+  attemptTimeoutMs?: number
   signal?: AbortSignal
   onRetry?: (info: RetryInfo) => void
 }
@@ -70,6 +76,8 @@ export interface TorDialer {
 
 const MAX_TIMER_MS = 2 ** 31 - 1
 const DEFAULT_AGENT_CONNECT_TIMEOUT_MS = 120_000
+/** Default cap on one attempt of dialWithRetry (see DialWithRetryOptions.attemptTimeoutMs). */
+const DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000
 const torAgents = new WeakSet<object>()
 
 /** True for agents made by a TorDialer: a client of the agent can insist it is not handed a direct one. */
@@ -151,18 +159,22 @@ export function createTorDialer(options: TorDialerOptions): TorDialer {
 
   async function dialWithRetry(host: string, port: number, retryOptions: DialWithRetryOptions): Promise<net.Socket> {
     if (typeof retryOptions !== 'object' || retryOptions === null) throw new InvalidArgumentError('options must be an object')
-    const { deadlineMs, retryIntervalMs = 1000, signal, onRetry } = retryOptions
+    const { deadlineMs, retryIntervalMs = 1000, attemptTimeoutMs = DEFAULT_ATTEMPT_TIMEOUT_MS, signal, onRetry } = retryOptions
     assertDuration(deadlineMs, 'deadlineMs')
     assertDuration(retryIntervalMs, 'retryIntervalMs')
+    assertDuration(attemptTimeoutMs, 'attemptTimeoutMs')
     assertSignal(signal)
     if (onRetry !== undefined && typeof onRetry !== 'function') throw new InvalidArgumentError('onRetry must be a function')
     const end = performance.now() + deadlineMs
     for (let attempt = 1; ; attempt++) {
       try {
-        return await dial(host, port, { timeoutMs: Math.max(1, Math.ceil(end - performance.now())), signal })
+        const timeoutMs = Math.max(1, Math.ceil(Math.min(attemptTimeoutMs, end - performance.now())))
+        return await dial(host, port, { timeoutMs, signal })
       } catch (err) {
         // Give up when the failure is permanent, or when the next attempt would start at or after the deadline.
-        if (!isTransientSocksError(err)) throw err
+        // A timed-out attempt is worth repeating (see attemptTimeoutMs); the deadline check below bounds it.
+        const retryable = isTransientSocksError(err) || (err instanceof SocksError && err.code === 'ERR_CONNECT_TIMEOUT')
+        if (!retryable) throw err
         if (performance.now() + retryIntervalMs >= end) throw err
         onRetry?.({ attempt, error: err, delayMs: retryIntervalMs })
         try {
