@@ -198,6 +198,15 @@ test('--heartbeat is seconds in, milliseconds out', (t) => {
   }
 })
 
+test('network: bad counts are usage errors (exit 2) before any tor starts', async (t) => {
+  for (const argv of [['--relays', 'x'], ['--authorities', '100']]) {
+    const r = await cli(['network', ...argv])
+    t.is(r.code, 2, argv.join(' '))
+    t.regex(r.stderr, /must be a small whole number/)
+    t.is(r.stdout, '')
+  }
+})
+
 test('network join files are checked: JSON shape, single lines, and a private network only', async (t) => {
   const dir = await tempDir(t)
   const write = async (name: string, text: string): Promise<string> => {
@@ -302,7 +311,7 @@ test('start with a tor that is not there: exit 1 and the apt-get hint', async (t
   t.is((await cli(['init', '--data-dir', dir], { P2PMESS_PASSPHRASE: PASS })).code, 0)
   const r = await cli(['start', '--headless', '--data-dir', dir, '--directory', ONION, '--tor-path', join(dir, 'no-such-tor')], { P2PMESS_PASSPHRASE: PASS })
   t.is(r.code, 1)
-  t.regex(r.stderr, /ERR_TOR_NOT_FOUND/)
+  t.is(r.stderr.match(/ERR_TOR_NOT_FOUND/g)?.length, 1, `reported once:\n${r.stderr}`)
   t.regex(r.stderr, /next: install tor \(`sudo apt-get install tor`\)/)
   const viaEnv = await cli(['start', '--headless', '--data-dir', dir, '--directory', ONION], { P2PMESS_PASSPHRASE: PASS, P2PMESS_TOR_PATH: join(dir, 'no-such-tor') })
   t.is(viaEnv.code, 1)

@@ -6,18 +6,7 @@ import { DEFAULT_BACKOFF, redialDelay, survivingSession, type Initiator } from '
 import { startClient, type StartClientOptions } from '../src/client/client.js'
 import { InvalidArgumentError } from '../src/errors.js'
 import { generateIdentity, peerIdFromIdentityKey } from '../src/protocol/identity.js'
-
-/** mulberry32: a tiny seeded PRNG so property runs reproduce. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from './helpers/random.js'
 
 test('redialDelay: exact values for the default policy', (t) => {
   // random = 0 gives the full delay, random -> 1 takes off up to jitter (50 %).
@@ -32,11 +21,11 @@ test('redialDelay: exact values for the default policy', (t) => {
 })
 
 test('redialDelay: seeded property run — bounded, within the jitter band, never decreasing in expectation', (t) => {
-  const random = mulberry32(0x5eed)
+  const random = seededRandom(0x5eed)
   const cases = 10_000
   for (let i = 0; i < cases; i++) {
-    const attempt = 1 + Math.floor(random() * 40)
-    const r = random()
+    const attempt = 1 + random.int(40)
+    const r = random.next()
     const d = redialDelay(attempt, r)
     const full = Math.min(DEFAULT_BACKOFF.maxMs, DEFAULT_BACKOFF.baseMs * 2 ** (attempt - 1))
     if (!(d <= full && d >= Math.floor(full * (1 - DEFAULT_BACKOFF.jitter)) && Number.isInteger(d))) {
@@ -75,15 +64,15 @@ test('survivingSession: the session dialed by the lower peer ID survives, on bot
 })
 
 test('survivingSession: seeded property run — both sides always keep the same session', (t) => {
-  const random = mulberry32(42)
+  const random = seededRandom(42)
   const ids = Array.from({ length: 16 }, () => peerIdFromIdentityKey(generateIdentity().publicKey))
   const cases = 2_000
   for (let i = 0; i < cases; i++) {
-    const a = ids[Math.floor(random() * ids.length)]!
-    let b = ids[Math.floor(random() * ids.length)]!
+    const a = ids[random.int(ids.length)]!
+    let b = ids[random.int(ids.length)]!
     if (a === b) b = ids[(ids.indexOf(a) + 1) % ids.length]!
-    const existing: Initiator = random() < 0.5 ? 'local' : 'remote'
-    const newer: Initiator = random() < 0.5 ? 'local' : 'remote'
+    const existing: Initiator = random.next() < 0.5 ? 'local' : 'remote'
+    const newer: Initiator = random.next() < 0.5 ? 'local' : 'remote'
     // The same two sessions, seen from the other side: initiators mirrored. Order of arrival may differ too.
     const atA = survivingSession({ localPeerId: a, remotePeerId: b, existing, newer })
     const keptAtA = atA === 'existing' ? existing : newer

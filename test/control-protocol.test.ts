@@ -25,17 +25,7 @@ import {
   quoteString,
   readQuotedString,
 } from '../src/tor/control-protocol.js'
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from './helpers/random.js'
 
 const crlf = (...lines: string[]): string => lines.map((l) => `${l}\r\n`).join('')
 
@@ -115,13 +105,13 @@ test('framing: the transcript comes out as the same replies under every fixed ch
     t.deepEqual(got, whole, `chunk size ${size}`)
     runs++
   }
-  const rand = mulberry32(0xc0ffee)
+  const rand = seededRandom(0xc0ffee)
   for (let n = 0; n < 500; n++) {
     const reader = new ReplyReader()
     const got: ControlReply[] = []
     let i = 0
     while (i < TRANSCRIPT.length) {
-      const len = 1 + Math.floor(rand() * 40)
+      const len = 1 + rand.int(40)
       got.push(...reader.push(TRANSCRIPT.slice(i, i + len)))
       i += len
     }
@@ -326,13 +316,13 @@ test('keyword args and QuotedString: escapes, positional words with "=", garbage
   t.throws(() => readQuotedString('"\\377\\376"', 0), { instanceOf: TorError, message: /UTF-8/ })
   t.throws(() => readQuotedString('"abc\\', 0), { instanceOf: TorError })
   // quoteString -> readQuotedString round-trips any printable string (seeded).
-  const rand = mulberry32(7)
+  const rand = seededRandom(7)
   const alphabet = 'ab "\\=é€😀$~'
   let cases = 0
   for (let n = 0; n < 2000; n++) {
     let s = ''
-    const len = Math.floor(rand() * 20)
-    for (let i = 0; i < len; i++) s += [...alphabet][Math.floor(rand() * [...alphabet].length)]
+    const len = rand.int(20)
+    for (let i = 0; i < len; i++) s += [...alphabet][rand.int([...alphabet].length)]
     const q = quoteString(s)
     t.deepEqual(readQuotedString(q, 0), { value: s, end: q.length })
     cases++
@@ -402,20 +392,20 @@ test('builders: nothing a caller passes can inject CR/LF, spaces or extra argume
 })
 
 test('fuzz: thousands of seeded garbage lines only ever produce typed errors', (t) => {
-  const rand = mulberry32(0x5eed)
+  const rand = seededRandom(0x5eed)
   const pieces = ['250', '650', '552', '-', '+', ' ', '=', '"', '\\', '.', '..', 'OK', 'BOOTSTRAP', 'PROGRESS=', 'HS_DESC', 'UPLOAD', 'STATUS_CLIENT', 'NOTICE', 'AUTH', 'METHODS=', 'ServiceID=', 'SERVERHASH=', '\r', 'é', '\u0000', '7']
   let lines = 0
   let replies = 0
   let errors = 0
   while (lines < 20000) {
     const reader = new ReplyReader()
-    const code = ['250', '650', '552'][Math.floor(rand() * 3)]!
+    const code = ['250', '650', '552'][rand.int(3)]!
     for (let l = 0; l < 20; l++) {
-      const r = rand()
+      const r = rand.next()
       const sep = r < 0.5 ? '-' : r < 0.85 ? ' ' : '+'
-      let line = rand() < 0.95 ? (rand() < 0.9 ? code : '251') + sep : rand() < 0.5 ? '.' : ''
-      const n = Math.floor(rand() * 12)
-      for (let i = 0; i < n; i++) line += pieces[Math.floor(rand() * pieces.length)]!
+      let line = rand.next() < 0.95 ? (rand.next() < 0.9 ? code : '251') + sep : rand.next() < 0.5 ? '.' : ''
+      const n = rand.int(12)
+      for (let i = 0; i < n; i++) line += pieces[rand.int(pieces.length)]!
       lines++
       let got: ControlReply[]
       try {

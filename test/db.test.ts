@@ -9,6 +9,7 @@ import { generateIdentity, generateNoiseKeyPair, peerIdFromIdentityKey } from '.
 import { onionServiceKeyFromSeed } from '../src/protocol/onion.js'
 import { createRecord } from '../src/protocol/record.js'
 import { ClientDb, type Contact } from '../src/store/db.js'
+import { seededRandom } from './helpers/random.js'
 
 const roots: string[] = []
 async function tempDb(): Promise<string> {
@@ -20,20 +21,9 @@ test.after.always(async () => {
   await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })))
 })
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function idSource(seed: number): () => string {
-  const next = mulberry32(seed)
-  return () => toBase64url(Uint8Array.from({ length: 16 }, () => Math.floor(next() * 256)))
+  const random = seededRandom(seed)
+  return () => toBase64url(random.bytes(16))
 }
 
 function newPeer(state: Contact['state'] = 'accepted', name?: string) {
@@ -317,26 +307,26 @@ test('seeded model check: random enqueue/deliver/receive/reopen sequences match 
   let { db, peerId } = await withContact(path)
   const SEED = 0xc0ffee
   const STEPS = 300
-  const next = mulberry32(SEED)
+  const random = seededRandom(SEED)
   const nextId = idSource(SEED)
   const model = { outbox: [] as string[], received: new Set<string>(), history: [] as string[], delivered: new Set<string>() }
   let reopens = 0
   for (let step = 0; step < STEPS; step++) {
-    const r = next()
+    const r = random.next()
     if (r < 0.35) {
       const id = nextId()
       await db.enqueue(peerId, { id, body: `s${step}`, createdAt: step })
       model.outbox.push(id)
       model.history.push(id)
     } else if (r < 0.6 && model.outbox.length > 0) {
-      const id = model.outbox[Math.floor(next() * model.outbox.length)]!
+      const id = model.outbox[random.int(model.outbox.length)]!
       t.true(await db.markDelivered(peerId, id))
       t.false(await db.markDelivered(peerId, id))
       model.outbox = model.outbox.filter((x) => x !== id)
       model.delivered.add(id)
     } else if (r < 0.9) {
       const pool = [...model.received]
-      const id = pool.length > 0 && next() < 0.4 ? pool[Math.floor(next() * pool.length)]! : nextId()
+      const id = pool.length > 0 && random.next() < 0.4 ? pool[random.int(pool.length)]! : nextId()
       const fresh = !model.received.has(id)
       t.is(await db.recordIncoming(peerId, { id, body: `r${step}`, at: step }), fresh)
       if (fresh) {

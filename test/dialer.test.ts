@@ -9,6 +9,8 @@ import { InvalidArgumentError, P2PMessError, SocksError, type SocksCode } from '
 import { createTorDialer, isTorAgent, type RetryInfo } from '../src/tor/dialer.js'
 import { isTransientSocksError } from '../src/tor/socks-errors.js'
 import { closedPort, startEchoServer, startFakeSocks, type Plan } from './dialer-fake-socks.js'
+import { seededRandom } from './helpers/random.js'
+import { KNOWN_SOCKS_REPLIES } from './helpers/socks-replies.js'
 
 const ONION = 'pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion'
 
@@ -40,24 +42,9 @@ test('dial: round trip through the proxy; the hostname reaches it unresolved (AT
   t.deepEqual(socks.requests[1], { cmd: 0x01, atyp: 0x03, host: 'directory.example', port: 80 })
 })
 
-/** Written out by hand (not derived from the module's table) so a wrong row in the table is caught. */
+/** Every known reply byte, and two unknown ones (which are general failures). */
 const EXPECTED: readonly [reply: number, code: SocksCode, transient: boolean][] = [
-  [0x01, 'ERR_SOCKS_GENERAL', true],
-  [0x02, 'ERR_SOCKS_NOT_ALLOWED', false],
-  [0x03, 'ERR_SOCKS_NETWORK_UNREACHABLE', false],
-  [0x04, 'ERR_SOCKS_HOST_UNREACHABLE', false],
-  [0x05, 'ERR_SOCKS_CONNECTION_REFUSED', false],
-  [0x06, 'ERR_SOCKS_TTL_EXPIRED', true],
-  [0x07, 'ERR_SOCKS_COMMAND_UNSUPPORTED', false],
-  [0x08, 'ERR_SOCKS_ADDRESS_UNSUPPORTED', false],
-  [0xf0, 'ERR_ONION_NOT_FOUND', true],
-  [0xf1, 'ERR_ONION_INVALID_DESCRIPTOR', false],
-  [0xf2, 'ERR_ONION_INTRO_FAILED', true],
-  [0xf3, 'ERR_ONION_REND_FAILED', true],
-  [0xf4, 'ERR_ONION_AUTH_MISSING', false],
-  [0xf5, 'ERR_ONION_AUTH_BAD', false],
-  [0xf6, 'ERR_ONION_BAD_ADDRESS', false],
-  [0xf7, 'ERR_ONION_INTRO_TIMEOUT', true],
+  ...KNOWN_SOCKS_REPLIES,
   [0x09, 'ERR_SOCKS_GENERAL', true],
   [0xab, 'ERR_SOCKS_GENERAL', true],
 ]
@@ -318,29 +305,18 @@ test('input validation: loopback-only proxy, sane hosts, ports and durations', a
   await t.throwsAsync(dialer.dialWithRetry(ONION, 80, { deadlineMs: 1000, retryIntervalMs: -1 }), { instanceOf: InvalidArgumentError })
 })
 
-/** mulberry32: a tiny seeded PRNG so a failing case reproduces from its seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), a | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 test('fuzz: hostile proxy bytes (seeded) only ever give a socket or a typed error', async (t) => {
   const SEED = 0x5eed50c5
   const CASES = 300
-  const rand = mulberry32(SEED)
+  const rand = seededRandom(SEED)
   /** Mostly protocol-shaped bytes (0x05, 0x00, small ATYPs) so the fuzzer gets past the first checks. */
   const byte = (): number => {
-    const r = rand()
-    return r < 0.3 ? 0x05 : r < 0.55 ? 0x00 : r < 0.65 ? [0x01, 0x03, 0x04, 0xf0, 0xff][Math.floor(rand() * 5)]! : Math.floor(rand() * 256)
+    const r = rand.next()
+    return r < 0.3 ? 0x05 : r < 0.55 ? 0x00 : r < 0.65 ? [0x01, 0x03, 0x04, 0xf0, 0xff][rand.int(5)]! : rand.int(256)
   }
   const script = Array.from({ length: CASES }, () => ({
-    atGreeting: rand() < 0.5,
-    bytes: Uint8Array.from({ length: Math.floor(rand() * 24) }, byte),
+    atGreeting: rand.next() < 0.5,
+    bytes: Uint8Array.from({ length: rand.int(24) }, byte),
   }))
   const socks = await startFakeSocks({
     greeting: (i) => (script[i]!.atGreeting ? { kind: 'raw', bytes: script[i]!.bytes } : { kind: 'accept' }),

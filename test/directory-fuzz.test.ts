@@ -6,7 +6,8 @@ import test from 'ava'
 import { API_ERRORS } from '../directory/app.js'
 import { createMemoryStore } from '../directory/store.js'
 import { utf8 } from '../src/protocol/bytes.js'
-import { FakeClock, errorCode, makePeer, makeRecord, mulberry32, send, serveApp } from './directory-helpers.js'
+import { FakeClock, errorCode, makePeer, makeRecord, send, serveApp } from './directory-helpers.js'
+import { seededRandom, type SeededRandom } from './helpers/random.js'
 
 const SEED = 0x5eed_d1
 const RANDOM_CASES = 600
@@ -47,41 +48,41 @@ function hostileBodies(valid: Record<string, unknown>): [string, string | Uint8A
 }
 
 /** Random JSON value of bounded depth. */
-function randomJson(random: () => number, depth: number): unknown {
-  const pick = Math.floor(random() * (depth > 0 ? 7 : 4))
-  const randomString = (): string => String.fromCharCode(...Array.from({ length: Math.floor(random() * 20) }, () => Math.floor(random() * 0x3000)))
+function randomJson(random: SeededRandom, depth: number): unknown {
+  const pick = random.int(depth > 0 ? 7 : 4)
+  const randomString = (): string => String.fromCharCode(...Array.from({ length: random.int(20) }, () => random.int(0x3000)))
   switch (pick) {
     case 0:
       return null
     case 1:
-      return random() < 0.5
+      return random.next() < 0.5
     case 2:
-      return (random() - 0.5) * 10 ** Math.floor(random() * 30)
+      return (random.next() - 0.5) * 10 ** random.int(30)
     case 3:
       return randomString()
     case 4:
-      return Array.from({ length: Math.floor(random() * 5) }, () => randomJson(random, depth - 1))
+      return Array.from({ length: random.int(5) }, () => randomJson(random, depth - 1))
     default:
-      return Object.fromEntries(Array.from({ length: Math.floor(random() * 9) }, () => [randomString(), randomJson(random, depth - 1)]))
+      return Object.fromEntries(Array.from({ length: random.int(9) }, () => [randomString(), randomJson(random, depth - 1)]))
   }
 }
 
 /** Inserted whitespace between tokens would leave the record valid, so insertions avoid it. */
 const nonWhitespace = (byte: number): number => ([0x09, 0x0a, 0x0d, 0x20].includes(byte) ? 0x41 : byte)
 
-function randomBody(random: () => number, validText: string): Uint8Array {
-  const kind = Math.floor(random() * 4)
-  if (kind === 0) return Uint8Array.from({ length: Math.floor(random() * 5000) }, () => Math.floor(random() * 256))
+function randomBody(random: SeededRandom, validText: string): Uint8Array {
+  const kind = random.int(4)
+  if (kind === 0) return Uint8Array.from({ length: random.int(5000) }, () => random.int(256))
   if (kind === 1) return utf8(JSON.stringify(randomJson(random, 5)) ?? 'null')
   // Mutations of a valid record: flips, deletions, insertions, splices.
   const bytes = Array.from(utf8(validText))
-  const edits = 1 + Math.floor(random() * (kind === 2 ? 1 : 8))
+  const edits = 1 + random.int(kind === 2 ? 1 : 8)
   for (let e = 0; e < edits; e++) {
-    const at = Math.floor(random() * bytes.length)
-    const op = Math.floor(random() * 3)
-    if (op === 0) bytes[at] = bytes[at]! ^ (1 << Math.floor(random() * 8))
-    else if (op === 1) bytes.splice(at, 1 + Math.floor(random() * 4))
-    else bytes.splice(at, 0, nonWhitespace(Math.floor(random() * 256)))
+    const at = random.int(bytes.length)
+    const op = random.int(3)
+    if (op === 0) bytes[at] = bytes[at]! ^ (1 << random.int(8))
+    else if (op === 1) bytes.splice(at, 1 + random.int(4))
+    else bytes.splice(at, 0, nonWhitespace(random.int(256)))
   }
   return Uint8Array.from(bytes)
 }
@@ -95,7 +96,7 @@ test(`hostile and random bodies get documented 4xx errors and never crash the se
   const small = await serveApp({ store, now: clock.now })
   const large = await serveApp({ store, now: clock.now, bodyLimit: 2 << 20 })
   try {
-    const random = mulberry32(SEED)
+    const random = seededRandom(SEED)
     const peer = makePeer(random)
     const valid = makeRecord(peer, 1)
     const validText = JSON.stringify(valid)

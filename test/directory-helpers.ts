@@ -6,6 +6,7 @@ import { generateIdentity, peerIdFromIdentityKey } from '../src/protocol/identit
 import { onionAddressFromPublicKey } from '../src/protocol/onion.js'
 import { createRecord, type DirectoryRecord } from '../src/protocol/record.js'
 import { createDirectoryApp, type DirectoryAppOptions } from '../directory/app.js'
+import type { SeededRandom } from './helpers/random.js'
 
 /** A fixed instant (2026-01-01T00:00:00Z) for the fake clocks. */
 export const T0 = Date.UTC(2026, 0, 1)
@@ -19,8 +20,8 @@ export interface TestPeer {
 }
 
 /** A fresh random peer, or a reproducible one when `random` (a seeded PRNG) is given. */
-export function makePeer(random?: () => number): TestPeer {
-  const bytes = (): Uint8Array | undefined => (random === undefined ? undefined : Uint8Array.from({ length: 32 }, () => Math.floor(random() * 256)))
+export function makePeer(random?: SeededRandom): TestPeer {
+  const bytes = (): Uint8Array | undefined => random?.bytes(32)
   const seed = bytes() ?? generateIdentity().seed
   return {
     seed,
@@ -112,21 +113,9 @@ export async function serveApp(options: DirectoryAppOptions): Promise<{ base: st
   }
 }
 
-/** mulberry32: a tiny seeded PRNG so fuzz failures reproduce. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-export function shuffle<T>(items: T[], random: () => number): T[] {
+export function shuffle<T>(items: T[], random: SeededRandom): T[] {
   for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
+    const j = random.int(i + 1)
     ;[items[i], items[j]] = [items[j]!, items[i]!]
   }
   return items

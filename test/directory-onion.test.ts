@@ -3,8 +3,7 @@
  * second tor's SOCKS agent over the onion address, the same address (and the stored record) after a restart,
  * and the persistent onion key file.
  */
-import { mkdtemp, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile, stat, writeFile, chmod } from 'node:fs/promises'
 import { join } from 'node:path'
 import test from 'ava'
 import { x25519 } from '@noble/curves/ed25519.js'
@@ -14,42 +13,16 @@ import { generateIdentity, peerIdFromIdentityKey } from '../src/protocol/identit
 import { onionAddressFromPublicKey, publicKeyFromExpandedSecretKey } from '../src/protocol/onion.js'
 import { createRecord } from '../src/protocol/record.js'
 import { createTorDialer, type TorDialer } from '../src/tor/dialer.js'
-import { TorProcess } from '../src/tor/process.js'
 import { ONION_KEY_FILE, loadOrCreateOnionKey, startOnionDirectory } from '../directory/onion.js'
 import { startDirectoryServer } from '../directory/server.js'
-import { testNetwork } from './helpers/tor.js'
+import { alive, atFileEnd, fileTempDir, startFileTor, testNetwork } from './helpers/tor.js'
 
-const dirs: string[] = []
-const cleanups: Array<() => Promise<void>> = []
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'p2pmess-dironion-'))
-  dirs.push(dir)
-  return dir
-}
-
-test.after.always(async () => {
-  for (const fn of cleanups.reverse()) await fn()
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))
-})
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
+const tempDir = (): Promise<string> => fileTempDir('p2pmess-dironion-')
 
 let visitorDialer: Promise<TorDialer> | undefined
 /** A client tor on the network whose SOCKS agent the directory clients use. */
 function visitor(): Promise<TorDialer> {
-  visitorDialer ??= (async () => {
-    const tor = await TorProcess.start({ network: await testNetwork(), dataDir: await tempDir(), startTimeoutMs: 60_000 })
-    cleanups.push(() => tor.stop())
-    return createTorDialer({ socksPort: tor.socksPort })
-  })()
+  visitorDialer ??= startFileTor().then((tor) => createTorDialer({ socksPort: tor.socksPort }))
   return visitorDialer
 }
 
@@ -67,7 +40,7 @@ test('a record round-trips through the directory\'s onion address; after a resta
   const started = performance.now()
   const dir = await startOnionDirectory({ dbPath, dataDir, network, onProgress: (m) => progress.push(m) })
   const startMs = performance.now() - started
-  cleanups.push(() => dir.close())
+  atFileEnd(() => dir.close())
   t.regex(dir.onionUrl, /^http:\/\/[a-z2-7]{56}\.onion$/)
   t.is(dir.onionUrl, `http://${dir.address}`)
   t.regex(dir.localUrl, /^http:\/\/127\.0\.0\.1:\d+$/)
@@ -96,7 +69,7 @@ test('a record round-trips through the directory\'s onion address; after a resta
 
   const restartedAt = performance.now()
   const again = await startOnionDirectory({ dbPath, dataDir, network })
-  cleanups.push(() => again.close())
+  atFileEnd(() => again.close())
   t.is(again.address, address)
   await reachable(dialer, again.address)
   const reachMs = performance.now() - restartedAt

@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { openLevelStore } from '../directory/store.js'
 import { DirectoryError } from '../src/errors.js'
 import type { DirectoryRecord } from '../src/protocol/record.js'
-import { T0, makePeer, makeRecord, mulberry32, send } from './directory-helpers.js'
+import { T0, makePeer, makeRecord, send } from './directory-helpers.js'
+import { seededRandom } from './helpers/random.js'
 
 async function withTempDir(fn: (path: string) => Promise<void>): Promise<void> {
   const path = await mkdtemp(join(tmpdir(), 'p2pmess-directory-'))
@@ -21,14 +22,14 @@ test('level read cache stays coherent under interleaved reads, writes and sweeps
   await withTempDir(async (path) => {
     // A cache smaller than the ID set, so hits, misses and evictions all happen.
     const store = await openLevelStore(path, { cacheEntries: 3 })
-    const random = mulberry32(99)
+    const random = seededRandom(99)
     const peers = Array.from({ length: 6 }, () => makePeer())
     const latest = new Map<string, number>()
     const ops: Promise<unknown>[] = []
     let operations = 0
     for (let round = 1; round <= 40; round++) {
       for (const peer of peers) {
-        if (random() < 0.5) {
+        if (random.next() < 0.5) {
           const seq = round
           latest.set(peer.id, seq)
           ops.push(store.putIfNewer(makeRecord(peer, seq), { now: T0 }))

@@ -16,12 +16,12 @@ import {
   errorCode,
   makePeer,
   makeRecord,
-  mulberry32,
   putRecord,
   send,
   serveApp,
   shuffle,
 } from './directory-helpers.js'
+import { seededRandom } from './helpers/random.js'
 
 const HIGH_LIMITS = { perId: { capacity: 1000, refillPerSecond: 1000 }, global: { capacity: 10_000, refillPerSecond: 10_000 } }
 
@@ -362,7 +362,7 @@ test('the store serializes writes per ID: shuffled concurrent puts end at the hi
   const peer = makePeer()
   const records = shuffle(
     Array.from({ length: 50 }, (_, i) => makeRecord(peer, i + 1)),
-    mulberry32(7),
+    seededRandom(7),
   )
   const results = await Promise.allSettled(records.map((r) => store.putIfNewer(r, { now: T0 })))
   t.is(results.filter((r) => r.status === 'fulfilled' && r.value === 'created').length, 1)
@@ -382,7 +382,7 @@ test('100 concurrent HTTP writes with increasing seq, shuffled, end at the highe
     const peer = makePeer()
     const records = shuffle(
       Array.from({ length: 100 }, (_, i) => makeRecord(peer, i + 1, { now: Date.now() })),
-      mulberry32(2026),
+      seededRandom(2026),
     )
     const replies = await Promise.all(records.map((r) => putRecord(server.url, r)))
     const statuses = replies.map((r) => r.status)

@@ -2,20 +2,7 @@ import test from 'ava'
 import { DecodeError, InvalidArgumentError } from '../src/errors.js'
 import { concatBytes } from '../src/protocol/bytes.js'
 import { AEAD_TAG_LENGTH, encodeFrame, FrameDecoder, MAX_FRAME_CIPHERTEXT } from '../src/protocol/framing.js'
-
-/** mulberry32: tiny seeded PRNG so every random case reproduces. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-const randInt = (rng: () => number, n: number): number => Math.floor(rng() * n)
-const randBytes = (rng: () => number, n: number): Uint8Array => Uint8Array.from({ length: n }, () => randInt(rng, 256))
+import { seededRandom } from './helpers/random.js'
 
 /** Feeds `stream` cut at the given sizes (cycled) and returns all frames. */
 function decodeInChunks(stream: Uint8Array, sizes: (i: number) => number): Uint8Array[] {
@@ -46,21 +33,21 @@ test('encodeFrame rejects ciphertexts outside 16..65535 and non-bytes', (t) => {
 })
 
 test('decoder accepts any chunking: 1 byte, split prefixes, many frames per chunk, whole stream (seeded)', (t) => {
-  const rng = mulberry32(0xf4a3e)
+  const rng = seededRandom(0xf4a3e)
   let cases = 0
   for (let round = 0; round < 200; round++) {
-    const frames = Array.from({ length: 1 + randInt(rng, 8) }, () => {
+    const frames = Array.from({ length: 1 + rng.int(8) }, () => {
       // Mostly small, sometimes the extremes.
-      const pick = rng()
-      const n = pick < 0.1 ? AEAD_TAG_LENGTH : pick < 0.15 ? MAX_FRAME_CIPHERTEXT : AEAD_TAG_LENGTH + randInt(rng, 600)
-      return randBytes(rng, n)
+      const pick = rng.next()
+      const n = pick < 0.1 ? AEAD_TAG_LENGTH : pick < 0.15 ? MAX_FRAME_CIPHERTEXT : AEAD_TAG_LENGTH + rng.int(600)
+      return rng.bytes(n)
     })
     const stream = concatBytes(...frames.map(encodeFrame))
     const chunkings: ((i: number) => number)[] = [
       () => 1,
       () => stream.length,
-      () => 1 + randInt(rng, 5),
-      () => 1 + randInt(rng, 2000),
+      () => 1 + rng.int(5),
+      () => 1 + rng.int(2000),
       (i) => (i % 2 === 0 ? 1 : 3), // keeps splitting the length prefix
     ]
     for (const sizes of chunkings) {
@@ -127,15 +114,15 @@ test('push rejects non-bytes with an argument error and stays usable', (t) => {
 })
 
 test('seeded garbage never crashes the decoder (only DecodeError)', (t) => {
-  const rng = mulberry32(42)
+  const rng = seededRandom(42)
   let cases = 0
   let failures = 0
   for (let i = 0; i < 5000; i++) {
-    const d = new FrameDecoder({ maxLength: 16 + randInt(rng, MAX_FRAME_CIPHERTEXT - 15) })
-    const garbage = randBytes(rng, randInt(rng, 300))
+    const d = new FrameDecoder({ maxLength: 16 + rng.int(MAX_FRAME_CIPHERTEXT - 15) })
+    const garbage = rng.bytes(rng.int(300))
     try {
       for (let pos = 0; pos < garbage.length; ) {
-        const n = 1 + randInt(rng, 40)
+        const n = 1 + rng.int(40)
         for (const f of d.push(garbage.subarray(pos, pos + n))) t.true(f.length >= AEAD_TAG_LENGTH)
         pos += n
       }

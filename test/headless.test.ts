@@ -6,6 +6,7 @@ import { MAX_LINE_BYTES, parseCommand, runHeadless } from '../src/client/headles
 import { DirectoryError } from '../src/errors.js'
 import { isCanonicalPeerId } from '../src/protocol/identity.js'
 import { ClientDouble, testContact, testPeerId } from './fixtures/client-double.js'
+import { seededRandom } from './helpers/random.js'
 
 const BOB = testPeerId(2)
 const CAROL = testPeerId(3)
@@ -47,17 +48,6 @@ async function until(ok: () => boolean, turns = 10_000): Promise<void> {
 
 async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve))
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 test('each command becomes its intent (peer IDs canonical) and gets a result line echoing its ref', async (t) => {
@@ -262,11 +252,11 @@ test('chunk boundaries anywhere (also inside UTF-8 sequences) give the same outp
   ].join('\n') + '\n'
   const bytes = new TextEncoder().encode(input)
   const whole = await run([bytes])
-  const random = mulberry32(7)
+  const random = seededRandom(7)
   for (let trial = 0; trial < 50; trial++) {
     const chunks: Uint8Array[] = []
     for (let i = 0; i < bytes.length; ) {
-      const n = 1 + Math.floor(random() * 8)
+      const n = 1 + random.int(8)
       chunks.push(bytes.slice(i, i + n))
       i += n
     }
@@ -359,8 +349,8 @@ test('an output that fails (reader gone) stops the handle and ends the run witho
 })
 
 test('seeded garbage: thousands of hostile lines, one answer line each, only valid intents reach the client', async (t) => {
-  const random = mulberry32(0x5eed)
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
+  const random = seededRandom(0x5eed)
+  const pick = <T>(xs: readonly T[]): T => xs[random.int(xs.length)]!
   const valid = [
     `{"cmd":"add","peerId":"${CAROL}","name":"Carol"}`,
     `{"cmd":"send","peerId":"${BOB}","body":"hello","ref":1}`,
@@ -376,29 +366,29 @@ test('seeded garbage: thousands of hostile lines, one answer line each, only val
   const lines: Uint8Array[] = []
   const CASES = 4000
   for (let i = 0; i < CASES; i++) {
-    const kind = random()
+    const kind = random.next()
     if (kind < 0.3) {
       // Random bytes (no line feed).
-      const n = Math.floor(random() * 120)
+      const n = random.int(120)
       lines.push(Uint8Array.from({ length: n }, () => {
-        const b = Math.floor(random() * 256)
+        const b = random.int(256)
         return b === 0x0a ? 0x20 : b
       }))
     } else if (kind < 0.7) {
       // A valid command with a few characters replaced, deleted or inserted.
       let s = pick(valid)
-      for (let m = 1 + Math.floor(random() * 3); m > 0; m--) {
-        const at = Math.floor(random() * s.length)
+      for (let m = 1 + random.int(3); m > 0; m--) {
+        const at = random.int(s.length)
         const ch = pick(['"', '{', '}', ':', ',', '\\', 'a', '0', ' ', '\u0000', 'é', '\ud800'])
-        const op = random()
+        const op = random.next()
         s = op < 0.4 ? s.slice(0, at) + ch + s.slice(at + 1) : op < 0.7 ? s.slice(0, at) + s.slice(at + 1) : s.slice(0, at) + ch + s.slice(at)
       }
       lines.push(encoder.encode(s.replace(/\n/g, ' ')))
     } else {
       // A JSON object of random keys and values.
       const o: Record<string, unknown> = {}
-      for (let k = Math.floor(random() * 5); k > 0; k--) o[pick(keys)] = k === 1 ? pick(['send', 'add', 'history', 'frob', 5]) : values()
-      if (random() < 0.5) o.cmd = pick(['send', 'add', 'history', 'accept', 'refuse', 'retry', 'contacts', 'nope'])
+      for (let k = random.int(5); k > 0; k--) o[pick(keys)] = k === 1 ? pick(['send', 'add', 'history', 'frob', 5]) : values()
+      if (random.next() < 0.5) o.cmd = pick(['send', 'add', 'history', 'accept', 'refuse', 'retry', 'contacts', 'nope'])
       lines.push(encoder.encode(JSON.stringify(o)))
     }
   }

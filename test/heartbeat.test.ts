@@ -7,17 +7,7 @@ import {
   type PresenceEvent,
   presenceReducer,
 } from '../src/protocol/heartbeat.js'
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from './helpers/random.js'
 
 test('exhaustive time grid: dead at 2H of silence, ping at H idle, otherwise wait until the earlier deadline', (t) => {
   let cases = 0
@@ -126,12 +116,12 @@ function simulate(H: number, latency: number, silentFrom: number, end: number): 
 }
 
 test('simulation: a live peer is never declared dead; a silent one is declared dead exactly 2H after it was last heard (seeded)', (t) => {
-  const rng = mulberry32(0x4ea7)
+  const rng = seededRandom(0x4ea7)
   let runs = 0
   for (let i = 0; i < 400; i++) {
-    const H = 2 + Math.floor(rng() * 40)
-    const latency = 1 + Math.floor(rng() * (H - 1)) // one-way delay of 1..H-1 ticks
-    const silentFrom = 1 + Math.floor(rng() * 20 * H)
+    const H = 2 + rng.int(40)
+    const latency = 1 + rng.int(H - 1) // one-way delay of 1..H-1 ticks
+    const silentFrom = 1 + rng.int(20 * H)
     const end = silentFrom + 10 * H
     const { aDeadAt, lastHeardByA } = simulate(H, latency, silentFrom, end)
     t.not(aDeadAt, undefined)

@@ -18,21 +18,7 @@ import {
   signWithIdentity,
   verifySignature,
 } from '../src/protocol/identity.js'
-
-/** mulberry32: a tiny seeded PRNG so every generated case is reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-function seededBytes(rand: () => number, n: number): Uint8Array {
-  return Uint8Array.from({ length: n }, () => Math.floor(rand() * 256))
-}
+import { seededRandom } from './helpers/random.js'
 
 const CROCKFORD = '0123456789abcdefghjkmnpqrstvwxyz'
 // RFC 8032 §7.1 TEST 1.
@@ -91,10 +77,10 @@ test('verifySignature returns false, never throws, on hostile input', (t) => {
     t.false(verifySignature(sig, j, id.publicKey))
     t.false(verifySignature(sig, msg, j))
   }
-  const rand = mulberry32(7)
+  const rand = seededRandom(7)
   let cases = 0
   for (let i = 0; i < 300; i++, cases++) {
-    t.false(verifySignature(seededBytes(rand, 64), msg, seededBytes(rand, 32)))
+    t.false(verifySignature(rand.bytes(64), msg, rand.bytes(32)))
   }
   t.log(`${cases} random signature/key pairs rejected`)
 })
@@ -144,11 +130,11 @@ test('parsePeerId tolerates case, spaces, separators and Crockford aliases, noth
 })
 
 test('the checksum catches every single substitution and every adjacent transposition', (t) => {
-  const rand = mulberry32(0x5eed)
+  const rand = seededRandom(0x5eed)
   let substitutions = 0
   let transpositions = 0
   for (let n = 0; n < 40; n++) {
-    const seed = seededBytes(rand, 32)
+    const seed = rand.bytes(32)
     const symbols = peerIdFromIdentityKey(identityFromSeed(seed).publicKey).replaceAll('-', '')
     for (let i = 0; i < symbols.length; i++) {
       for (const c of CROCKFORD) {
@@ -172,12 +158,12 @@ test('the checksum catches every single substitution and every adjacent transpos
 })
 
 test('random strings pass the checksum about 1 time in 1024 (10 check bits)', (t) => {
-  const rand = mulberry32(99)
+  const rand = seededRandom(99)
   const trials = 100_000
   let passed = 0
   for (let n = 0; n < trials; n++) {
     let s = ''
-    for (let i = 0; i < 28; i++) s += CROCKFORD[Math.floor(rand() * 32)]
+    for (let i = 0; i < 28; i++) s += CROCKFORD[rand.int(32)]
     try {
       parsePeerId(s)
       passed++

@@ -13,19 +13,7 @@ import {
   type Message,
   newMessageId,
 } from '../src/protocol/messages.js'
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-const randInt = (rng: () => number, n: number): number => Math.floor(rng() * n)
-const randBytes = (rng: () => number, n: number): Uint8Array => Uint8Array.from({ length: n }, () => randInt(rng, 256))
+import { seededRandom } from './helpers/random.js'
 
 const ID_A = fromHex('00112233445566778899aabbccddeeff')
 const ID_B = fromHex('ffeeddccbbaa99887766554433221100')
@@ -174,7 +162,7 @@ test('newMessageId: 16 random bytes, injectable source, checked output', (t) => 
 })
 
 test('seeded garbage and mutated messages: only DecodeError, and whatever decodes re-encodes identically', (t) => {
-  const rng = mulberry32(0x5eed)
+  const rng = seededRandom(0x5eed)
   let cases = 0
   let accepted = 0
   const check = (bytes: Uint8Array): void => {
@@ -191,15 +179,15 @@ test('seeded garbage and mutated messages: only DecodeError, and whatever decode
   }
   for (let i = 0; i < 5000; i++) {
     // Random bytes behind a valid version/type header so the field parsers are reached.
-    check(concatBytes(Uint8Array.of(1, 1 + randInt(rng, 6)), randBytes(rng, randInt(rng, 64))))
-    check(randBytes(rng, randInt(rng, 40)))
+    check(concatBytes(Uint8Array.of(1, 1 + rng.int(6)), rng.bytes(rng.int(64))))
+    check(rng.bytes(rng.int(40)))
   }
   for (let i = 0; i < 5000; i++) {
-    const base = fromHex(VECTORS[randInt(rng, VECTORS.length)]![1])
+    const base = fromHex(VECTORS[rng.int(VECTORS.length)]![1])
     const mutated = base.slice()
-    for (let k = 1 + randInt(rng, 3); k > 0; k--) {
-      const at = randInt(rng, mutated.length)
-      mutated[at] = mutated[at]! ^ (1 << randInt(rng, 8))
+    for (let k = 1 + rng.int(3); k > 0; k--) {
+      const at = rng.int(mutated.length)
+      mutated[at] = mutated[at]! ^ (1 << rng.int(8))
     }
     check(mutated)
   }

@@ -4,14 +4,17 @@
  * start-up failures come back as typed errors. Pure parsers are checked on canned text first.
  */
 import { execFile, spawn } from 'node:child_process'
-import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { PassThrough } from 'node:stream'
 import { promisify } from 'node:util'
 import test from 'ava'
+import { runNetworkCli } from '../relay/cli.js'
 import { startNetwork } from '../relay/network.js'
-import { P2PMessError } from '../src/errors.js'
+import { P2PMessError, TorError } from '../src/errors.js'
+import { createTorDialer } from '../src/tor/dialer.js'
 import {
   consensusFingerprints,
   hashControlPassword,
@@ -20,40 +23,15 @@ import {
   parsePortInUse,
   TorProcess,
 } from '../src/tor/process.js'
-import { connectThroughTor, startTestTor, testNetwork } from './helpers/tor.js'
+import { readBytes, startReverseEchoServer } from './helpers/net.js'
+import { alive, startTestTor, testNetwork } from './helpers/tor.js'
 
 const run = promisify(execFile)
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 async function tempDir(t: { teardown: (fn: () => Promise<void>) => void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'p2pmess-test-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   return dir
-}
-
-/** Reads exactly `n` bytes from `socket`. */
-function readBytes(socket: Socket, n: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0)
-    const onData = (chunk: Buffer): void => {
-      got = Buffer.concat([got, chunk])
-      if (got.length >= n) {
-        socket.off('data', onData)
-        socket.off('error', reject)
-        resolve(got.subarray(0, n))
-      }
-    }
-    socket.on('data', onData)
-    socket.once('error', reject)
-  })
 }
 
 // ---- pure parsing --------------------------------------------------------------------------------------
@@ -117,13 +95,8 @@ test('two client tors bootstrap on the private network and see every relay', asy
 
 test('an onion service on one client is reached from the other; bytes round-trip both ways', async (t) => {
   const [service, visitor] = await Promise.all([startTestTor(t), startTestTor(t)])
-  const server: Server = createServer((socket) => {
-    socket.write('hello from the service\n')
-    socket.on('data', (chunk) => socket.write(Buffer.from(chunk).reverse()))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  const local = (server.address() as AddressInfo).port
+  const greeting = 'hello from the service\n'
+  const local = await startReverseEchoServer(t, greeting)
 
   const onion = await service.controller.addOnion({
     key: { type: 'new' },
@@ -132,11 +105,12 @@ test('an onion service on one client is reached from the other; bytes round-trip
   })
   t.teardown(() => service.controller.delOnion(onion.serviceId).catch(() => {}))
   const started = Date.now()
-  const { socket, attempts, replies } = await connectThroughTor(visitor.socksPort, `${onion.serviceId}.onion`, 80, 45_000)
+  const retries: string[] = []
+  const dialer = createTorDialer({ socksPort: visitor.socksPort })
+  const socket = await dialer.dialWithRetry(`${onion.serviceId}.onion`, 80, { deadlineMs: 45_000, onRetry: (r) => retries.push(r.error.code) })
   t.teardown(() => void socket.destroy())
-  t.log(`onion reachable after ${Date.now() - started} ms, ${attempts} attempt(s), SOCKS replies before success: ${replies.map((r) => '0x' + r.toString(16)).join(' ') || 'none'}`)
+  t.log(`onion reachable after ${Date.now() - started} ms, ${retries.length + 1} attempt(s), failures before success: ${retries.join(' ') || 'none'}`)
 
-  const greeting = 'hello from the service\n'
   t.is((await readBytes(socket, greeting.length)).toString(), greeting)
   const payload = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
   const echoed = readBytes(socket, payload.length)
@@ -170,6 +144,44 @@ test('a second network forms beside the shared one, and stop() leaves no tor and
   await network.stop() // idempotent
 })
 
+test('runNetworkCli: ready line and join file, then an interrupt stops every tor and removes the state (exit 0)', async (t) => {
+  const stdout = new PassThrough()
+  let out = ''
+  const ready = new Promise<void>((resolve) => {
+    stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk
+      if (out.includes('Ctrl-C stops the network.')) resolve()
+    })
+  })
+  let interrupt: (signal: string) => void = () => {}
+  const interrupted = new Promise<string>((resolve) => (interrupt = resolve))
+  const running = runNetworkCli(['--authorities', '1', '--relays', '3'], { stdout, stderr: new PassThrough().resume(), interrupted })
+  t.is(await Promise.race([ready.then(() => 'ready'), running]), 'ready', `runNetworkCli exited before the network was ready: ${out}`)
+  const joinFile = /join info \(NetworkJoin JSON\) in (\S+)\n/.exec(out)?.[1] ?? ''
+  t.regex(out, /^ready: 4 tors on 127\.0\.0\.1 in [\d.]+ s;/)
+  t.true((JSON.parse(await readFile(joinFile, 'utf8')) as { torrcLines: string[] }).torrcLines.includes('TestingTorNetwork 1'))
+  const networkDir = dirname(joinFile)
+  /** The tors of this network: each runs `tor -f <networkDir>/<node>/torrc`. */
+  const tors = async (): Promise<number> => (await run('pgrep', ['-f', `${networkDir}/`]).catch(() => ({ stdout: '' }))).stdout.split('\n').filter((l) => l !== '').length
+  t.is(await tors(), 4)
+  interrupt('SIGINT')
+  t.is(await running, 0)
+  t.is(await tors(), 0)
+  await t.throwsAsync(access(networkDir))
+})
+
+test('runNetworkCli: --help exits 0, bad flags and counts exit 2, nothing started', async (t) => {
+  const io = { stdout: new PassThrough(), stderr: new PassThrough(), interrupted: new Promise<string>(() => {}) }
+  let err = ''
+  io.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk))
+  t.is(await runNetworkCli(['--help'], io), 0)
+  t.regex(String(io.stdout.read()), /^usage: npm run network/)
+  t.is(await runNetworkCli(['--relays', 'x'], io), 2)
+  t.is(await runNetworkCli(['--authorities', '123'], io), 2)
+  t.is(await runNetworkCli(['--bogus'], io), 2)
+  t.regex(err, /--relays must be a small whole number\n--authorities must be a small whole number\nUnknown option '--bogus'/)
+})
+
 // ---- start-up failures ---------------------------------------------------------------------------------
 
 test('a missing tor binary is ERR_TOR_NOT_FOUND with install advice', async (t) => {
@@ -199,6 +211,30 @@ test('a SOCKS port already in use is ERR_TOR_PORT_IN_USE naming the port', async
   const port = (blocker.address() as AddressInfo).port
   const err = await t.throwsAsync(TorProcess.start({ dataDir: join(dir, 'tor'), network, socksPort: port }), { code: 'ERR_TOR_PORT_IN_USE' })
   t.is((err as P2PMessError).details?.['port'], port)
+})
+
+test('a data directory that cannot be made is ERR_TOR_CONFIG naming the path, before tor is started', async (t) => {
+  const dir = await tempDir(t)
+  // A tor that is not there: had the data directory been made, the error would be ERR_TOR_NOT_FOUND, and no tor
+  // (let alone one on the real network: no `network` here) can start.
+  const torPath = '/nonexistent/tor'
+  const file = join(dir, 'a-file')
+  await writeFile(file, 'not a directory\n')
+  for (const [dataDir, errno] of [
+    [join(file, 'tor'), 'ENOTDIR'],
+    [file, 'EEXIST'],
+  ] as const) {
+    const err = await t.throwsAsync(TorProcess.start({ dataDir, torPath }), { instanceOf: TorError, code: 'ERR_TOR_CONFIG' })
+    t.true(err?.message.includes(dataDir), err?.message)
+    t.is(err?.details?.['dataDir'], dataDir)
+    t.true(String(err?.details?.['path']).startsWith(file))
+    const cause = err?.cause
+    t.is(cause instanceof Error && 'code' in cause ? cause.code : undefined, errno)
+  }
+  // A torrc that cannot be written (a directory in its place) is caught the same way.
+  await mkdir(join(dir, 'tor', 'torrc'), { recursive: true })
+  const err = await t.throwsAsync(TorProcess.start({ dataDir: join(dir, 'tor'), torPath }), { instanceOf: TorError, code: 'ERR_TOR_CONFIG' })
+  t.is(err?.details?.['path'], join(dir, 'tor', 'torrc'))
 })
 
 test('bad arguments are rejected before anything starts', async (t) => {

@@ -15,6 +15,7 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { Handshake, SUPPORTED_HASHES, SUPPORTED_PATTERNS, x25519PublicKey } from '../src/protocol/noise.js'
 import { toHex } from '../src/protocol/bytes.js'
+import { seededRandom } from './helpers/random.js'
 
 const require = createRequire(import.meta.url)
 
@@ -262,20 +263,6 @@ const noiseProtocol: PartyFactory = (protocolName, initiator, keys) => {
 
 // ---- deterministic inputs ----------------------------------------------------------------------------
 
-/** mulberry32: tiny seeded PRNG so every run (and every failure) is reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-function randomBytes(rand: () => number, n: number): Uint8Array {
-  return Uint8Array.from({ length: n }, () => Math.floor(rand() * 256))
-}
 function seedOf(text: string): number {
   let h = 2166136261
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16777619)
@@ -290,13 +277,13 @@ interface Transcript {
 
 /** Runs a whole session (handshake + transport) and records every wire byte. */
 function runSession(protocolName: string, makeInit: PartyFactory, makeResp: PartyFactory, t: { is(a: unknown, b: unknown, m?: string): void }): Transcript {
-  const rand = mulberry32(seedOf(protocolName))
+  const rand = seededRandom(seedOf(protocolName))
   const keys: Keys = {
-    prologue: randomBytes(rand, Math.floor(rand() * 3) * 20),
-    initStatic: randomBytes(rand, 32),
-    respStatic: randomBytes(rand, 32),
-    initEphemeral: randomBytes(rand, 32),
-    respEphemeral: randomBytes(rand, 32),
+    prologue: rand.bytes(rand.int(3) * 20),
+    initStatic: rand.bytes(32),
+    respStatic: rand.bytes(32),
+    initEphemeral: rand.bytes(32),
+    respEphemeral: rand.bytes(32),
   }
   const pattern = protocolName.split('_')[1]!
   const oneWay = pattern.length === 1
@@ -306,7 +293,7 @@ function runSession(protocolName: string, makeInit: PartyFactory, makeResp: Part
   const messages: string[] = []
   for (let i = 0; i < count; i++) {
     const [w, r] = i % 2 === 0 ? [init, resp] : [resp, init]
-    const payload = randomBytes(rand, Math.floor(rand() * 40))
+    const payload = rand.bytes(rand.int(40))
     const message = w.write(payload)
     t.is(toHex(r.read(message)), toHex(payload), `${protocolName} payload ${i}`)
     messages.push(toHex(message))
@@ -317,7 +304,7 @@ function runSession(protocolName: string, makeInit: PartyFactory, makeResp: Part
   const transport: string[] = []
   for (let i = 0; i < 6; i++) {
     const [w, r] = oneWay || i % 2 === 0 ? [ti, tr] : [tr, ti]
-    const payload = randomBytes(rand, [0, 1, 100, 1000][i % 4]!)
+    const payload = rand.bytes([0, 1, 100, 1000][i % 4]!)
     const ct = w.send(payload)
     t.is(toHex(r.receive(ct)), toHex(payload), `${protocolName} transport ${i}`)
     transport.push(toHex(ct))

@@ -15,30 +15,16 @@ import {
   x25519PublicKey,
   type HandshakeOptions,
 } from '../src/protocol/noise.js'
+import { seededRandom } from './helpers/random.js'
 
 const IK = 'Noise_IK_25519_ChaChaPoly_BLAKE2b'
 const XX = 'Noise_XX_25519_ChaChaPoly_BLAKE2s'
 const NN = 'Noise_NN_25519_ChaChaPoly_SHA256'
 const NK = 'Noise_NK_25519_ChaChaPoly_BLAKE2b'
 
-/** mulberry32: seeded PRNG, so failures reproduce. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-function randomBytes(rand: () => number, n: number): Uint8Array {
-  return Uint8Array.from({ length: n }, () => Math.floor(rand() * 256))
-}
-
-const rand0 = mulberry32(0x5eed)
-const alice = randomBytes(rand0, 32)
-const bob = randomBytes(rand0, 32)
+const rand0 = seededRandom(0x5eed)
+const alice = rand0.bytes(32)
+const bob = rand0.bytes(32)
 const bobPub = x25519PublicKey(bob)
 
 function throwsCrypto(t: ExecutionContext, fn: () => unknown, code: CryptoCode, message?: string): void {
@@ -165,12 +151,12 @@ test('IK: two messages, payloads, identities, handshake hash, transport both way
   const a = init.split()
   const b = resp.split()
   for (let i = 0; i < 5; i++) {
-    const m = randomBytes(rand0, i * 30)
+    const m = rand0.bytes(i * 30)
     t.deepEqual(b.receive.decrypt(a.send.encrypt(m, Uint8Array.of(9)), Uint8Array.of(9)), m)
     t.deepEqual(a.receive.decrypt(b.send.encrypt(m)), m)
   }
   // The caller's key buffers are copied, never wiped or modified.
-  t.is(toHex(alice), toHex(randomBytes(mulberry32(0x5eed), 32)))
+  t.is(toHex(alice), toHex(seededRandom(0x5eed).bytes(32)))
 })
 
 test('XX: the responder and initiator learn each other from the handshake', (t) => {
@@ -386,19 +372,19 @@ function opensslSeal(key: Uint8Array, n: bigint, ad: Uint8Array, plaintext: Uint
 }
 
 test('transport ciphertexts match OpenSSL ChaCha20-Poly1305 with 4 zero bytes + LE64 nonce', (t) => {
-  const key = randomBytes(rand0, 32)
+  const key = rand0.bytes(32)
   const cs = NoiseCipherState.fromKey(key)
   for (const n of [0n, 1n, 255n, 256n, 0x0102030405060708n, (1n << 64n) - 2n]) {
     cs.setNonce(n)
-    const pt = randomBytes(rand0, 50)
-    const ad = randomBytes(rand0, 7)
+    const pt = rand0.bytes(50)
+    const ad = rand0.bytes(7)
     t.is(toHex(cs.encrypt(pt, ad)), toHex(opensslSeal(key, n, ad, pt)), `n=${n}`)
     t.is(cs.nonce, n + 1n)
   }
 })
 
 test('nonce 2^64-1 is reserved: encrypt and decrypt there are ERR_NOISE_NONCE_EXHAUSTED', (t) => {
-  const key = randomBytes(rand0, 32)
+  const key = rand0.bytes(32)
   const tx = NoiseCipherState.fromKey(key)
   const rx = NoiseCipherState.fromKey(key)
   tx.setNonce((1n << 64n) - 2n)
@@ -411,7 +397,7 @@ test('nonce 2^64-1 is reserved: encrypt and decrypt there are ERR_NOISE_NONCE_EX
 })
 
 test('a failed decrypt does not advance the nonce', (t) => {
-  const key = randomBytes(rand0, 32)
+  const key = rand0.bytes(32)
   const tx = NoiseCipherState.fromKey(key)
   const rx = NoiseCipherState.fromKey(key)
   const c0 = tx.encrypt(Uint8Array.of(0), Uint8Array.of(1))
@@ -427,7 +413,7 @@ test('a failed decrypt does not advance the nonce', (t) => {
 })
 
 test('rekey follows §4.2 (OpenSSL reference), keeps n, and both sides stay in step', (t) => {
-  const key = randomBytes(rand0, 32)
+  const key = rand0.bytes(32)
   const tx = NoiseCipherState.fromKey(key)
   const rx = NoiseCipherState.fromKey(key)
   t.deepEqual(rx.decrypt(tx.encrypt(Uint8Array.of(1))), Uint8Array.of(1))
@@ -455,7 +441,7 @@ test('a CipherState without a key passes data through (§5.1)', (t) => {
 // ---- seeded garbage --------------------------------------------------------------------------------------
 
 test('seeded random garbage into handshakes and transports yields typed errors only', (t) => {
-  const rand = mulberry32(0xdecaf)
+  const rand = seededRandom(0xdecaf)
   const makers: (() => Handshake)[] = [
     () => new Handshake({ protocolName: IK, initiator: false, staticKey: bob }),
     () => new Handshake({ protocolName: XX, initiator: false, staticKey: bob }),
@@ -469,7 +455,7 @@ test('seeded random garbage into handshakes and transports yields typed errors o
       return init
     },
   ]
-  const transport = NoiseCipherState.fromKey(randomBytes(rand, 32))
+  const transport = NoiseCipherState.fromKey(rand.bytes(32))
   let cases = 0
   let accepted = 0
   const untyped: string[] = []
@@ -483,11 +469,11 @@ test('seeded random garbage into handshakes and transports yields typed errors o
     }
   }
   for (let i = 0; i < 3000; i++) {
-    const len = rand() < 0.05 ? Math.floor(rand() * 70000) : Math.floor(rand() * 200)
-    const garbage = randomBytes(rand, len)
+    const len = rand.next() < 0.05 ? rand.int(70000) : rand.int(200)
+    const garbage = rand.bytes(len)
     const hs = makers[i % makers.length]!()
     tryIt(() => hs.readMessage(garbage))
-    tryIt(() => transport.decrypt(garbage, randomBytes(rand, Math.floor(rand() * 4))))
+    tryIt(() => transport.decrypt(garbage, rand.bytes(rand.int(4))))
   }
   t.deepEqual(untyped, [])
   t.is(transport.nonce, 0n)

@@ -5,10 +5,6 @@
  * The file shares three tors: a service tor and a visitor tor on the network, and an offline tor (DisableNetwork).
  */
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import test from 'ava'
 import { P2PMessError } from '../src/errors.js'
 import { onionServiceKeyFromSeed } from '../src/protocol/onion.js'
@@ -16,77 +12,36 @@ import type { TorEvent } from '../src/tor/control-protocol.js'
 import type { TorController } from '../src/tor/controller.js'
 import { createTorDialer } from '../src/tor/dialer.js'
 import { publishOnionService, removeOnionService } from '../src/tor/onion-service.js'
-import { baseTorrc, launchTor, TorProcess } from '../src/tor/process.js'
-import { testNetwork } from './helpers/tor.js'
-
-const dirs: string[] = []
-const tors: TorProcess[] = []
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'p2pmess-onion-'))
-  dirs.push(dir)
-  return dir
-}
-
-async function networkTor(): Promise<TorProcess> {
-  const tor = await TorProcess.start({ network: await testNetwork(), dataDir: await tempDir(), startTimeoutMs: 60_000 })
-  tors.push(tor)
-  return tor
-}
+import { baseTorrc, launchTor, type TorProcess } from '../src/tor/process.js'
+import { readBytes, startReverseEchoServer } from './helpers/net.js'
+import { atFileEnd, fileTempDir, startFileTor } from './helpers/tor.js'
 
 let onNetwork: Promise<{ service: TorProcess; visitor: TorProcess }> | undefined
 /** Two client tors on the private network, started once for this file. */
 function networkTors(): Promise<{ service: TorProcess; visitor: TorProcess }> {
-  onNetwork ??= Promise.all([networkTor(), networkTor()]).then(([service, visitor]) => ({ service, visitor }))
+  onNetwork ??= Promise.all([startFileTor(), startFileTor()]).then(([service, visitor]) => ({ service, visitor }))
   return onNetwork
 }
 
 let offlineTor: Promise<TorProcess> | undefined
 /** A tor that never touches any network (DisableNetwork 1, no SOCKS port): it accepts ADD_ONION but never uploads. */
 function offline(): Promise<TorProcess> {
-  offlineTor ??= tempDir().then(async (dir) => {
+  offlineTor ??= fileTempDir('p2pmess-onion-').then(async (dir) => {
     const tor = await launchTor({
       name: 'offline',
       dataDir: dir,
       torrc: [...baseTorrc(dir, process.pid), 'DisableNetwork 1', 'SocksPort 0'],
       timeoutMs: 30_000,
     })
-    tors.push(tor)
+    atFileEnd(() => tor.stop())
     return tor
   })
   return offlineTor
 }
 
-test.after.always(async () => {
-  await Promise.all(tors.map((t) => t.stop()))
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))
-})
-
 function freshKey(): { expandedSecretKey: Uint8Array; address: string } {
   const { expandedSecretKey, address } = onionServiceKeyFromSeed(new Uint8Array(randomBytes(32)))
   return { expandedSecretKey, address }
-}
-
-async function echoServer(t: { teardown: (fn: () => Promise<void>) => void }): Promise<number> {
-  const server: Server = createServer((socket) => socket.on('data', (chunk) => socket.write(Buffer.from(chunk).reverse())))
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  return (server.address() as AddressInfo).port
-}
-
-function readBytes(socket: Socket, n: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0)
-    const onData = (chunk: Buffer): void => {
-      got = Buffer.concat([got, chunk])
-      if (got.length >= n) {
-        socket.off('data', onData)
-        resolve(got.subarray(0, n))
-      }
-    }
-    socket.on('data', onData)
-    socket.once('error', reject)
-  })
 }
 
 async function detached(tor: TorProcess): Promise<string[]> {
@@ -96,7 +51,7 @@ async function detached(tor: TorProcess): Promise<string[]> {
 
 test('a published service is uploaded (HS_DESC UPLOADED), reached from another tor, and bytes round-trip', async (t) => {
   const { service, visitor } = await networkTors()
-  const port = await echoServer(t)
+  const port = await startReverseEchoServer(t)
   const key = freshKey()
   const id = key.address.slice(0, -'.onion'.length)
   const seen: TorEvent[] = []
@@ -126,7 +81,7 @@ test('a published service is uploaded (HS_DESC UPLOADED), reached from another t
 
 test('publishing a key that is already served fails with tor\'s refusal and leaves that service running', async (t) => {
   const { service } = await networkTors()
-  const port = await echoServer(t)
+  const port = await startReverseEchoServer(t)
   const key = freshKey()
   const id = key.address.slice(0, -'.onion'.length)
   await publishOnionService(service.controller, { ...key, virtualPort: 80, targetPort: port, timeoutMs: 60_000 })

@@ -13,20 +13,7 @@ import {
   publicKeyFromOnionAddress,
   torOnionKeyBlob,
 } from '../src/protocol/onion.js'
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-function seededBytes(rand: () => number, n: number): Uint8Array {
-  return Uint8Array.from({ length: n }, () => Math.floor(rand() * 256))
-}
+import { seededRandom } from './helpers/random.js'
 
 // rend-spec-v3 [ONIONADDRESS] example addresses.
 const SPEC_EXAMPLES = [
@@ -67,9 +54,9 @@ test('rend-spec-v3 example addresses decode and re-encode exactly', (t) => {
 })
 
 test('addresses round-trip for seeded random keys and match an independent encoder', (t) => {
-  const rand = mulberry32(1)
+  const rand = seededRandom(1)
   for (let i = 0; i < 200; i++) {
-    const pub = ed25519.getPublicKey(seededBytes(rand, 32))
+    const pub = ed25519.getPublicKey(rand.bytes(32))
     const addr = onionAddressFromPublicKey(pub)
     t.regex(addr, /^[a-z2-7]{55}d\.onion$/) // version 3 makes the last character 'd'
     t.is(addr, referenceAddress(pub))
@@ -109,9 +96,9 @@ test('bad addresses fail with a clear ERR_ONION_ADDRESS', (t) => {
 })
 
 test('onion service key from a seed: tor expanded key, address, and consistency with RFC 8032', (t) => {
-  const rand = mulberry32(2)
+  const rand = seededRandom(2)
   for (let i = 0; i < 50; i++) {
-    const seed = seededBytes(rand, 32)
+    const seed = rand.bytes(32)
     const key = onionServiceKeyFromSeed(seed)
     t.is(key.expandedSecretKey.length, 64)
     t.deepEqual(key.publicKey, ed25519.getPublicKey(seed))
@@ -126,9 +113,9 @@ test('onion service key from a seed: tor expanded key, address, and consistency 
 })
 
 test('ADD_ONION key blob: ED25519-V3 + padded standard base64, strict inverse', (t) => {
-  const rand = mulberry32(3)
+  const rand = seededRandom(3)
   for (let i = 0; i < 50; i++) {
-    const { expandedSecretKey } = onionServiceKeyFromSeed(seededBytes(rand, 32))
+    const { expandedSecretKey } = onionServiceKeyFromSeed(rand.bytes(32))
     const blob = torOnionKeyBlob(expandedSecretKey)
     t.regex(blob, /^ED25519-V3:[A-Za-z0-9+/]{86}==$/)
     t.is(blob, 'ED25519-V3:' + Buffer.from(expandedSecretKey).toString('base64'))

@@ -16,20 +16,7 @@ import {
   type RecordRejectReason,
   type VerifyResult,
 } from '../src/protocol/record.js'
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-function seededBytes(rand: () => number, n: number): Uint8Array {
-  return Uint8Array.from({ length: n }, () => Math.floor(rand() * 256))
-}
+import { seededRandom } from './helpers/random.js'
 
 const NOW = 1_800_000_000_000 // fixed clock (ms)
 const EXPIRES = NOW / 1000 + 3600
@@ -231,19 +218,19 @@ test('hostile shapes: __proto__, getters, proxies, class instances, deep nesting
 })
 
 test('seeded fuzz: random and mutated inputs never throw, and nothing but the original verifies', (t) => {
-  const rand = mulberry32(0xc0ffee)
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!
+  const rand = seededRandom(0xc0ffee)
+  const pick = <T>(xs: readonly T[]): T => xs[rand.int(xs.length)]!
   const randomValue = (depth: number): unknown => {
-    switch (Math.floor(rand() * (depth > 3 ? 5 : 7))) {
-      case 0: return Math.floor(rand() * 2 ** 40) - 2 ** 39
+    switch (rand.int(depth > 3 ? 5 : 7)) {
+      case 0: return rand.int(2 ** 40) - 2 ** 39
       case 1: return pick([0, -0, 1, NaN, Infinity, 1.5, 2 ** 53, null, true, false])
-      case 2: return Array.from(seededBytes(rand, Math.floor(rand() * 40)), (b) => String.fromCharCode(b)).join('')
+      case 2: return Array.from(rand.bytes(rand.int(40)), (b) => String.fromCharCode(b)).join('')
       case 3: return pick(Object.values(good))
-      case 4: return toBase64url(seededBytes(rand, pick([31, 32, 33, 64])))
-      case 5: return Array.from({ length: Math.floor(rand() * 4) }, () => randomValue(depth + 1))
+      case 4: return toBase64url(rand.bytes(pick([31, 32, 33, 64])))
+      case 5: return Array.from({ length: rand.int(4) }, () => randomValue(depth + 1))
       default: {
         const o: Record<string, unknown> = {}
-        for (let i = Math.floor(rand() * 9); i > 0; i--) o[pick([...Object.keys(good), '__proto__', 'x', ''])] = randomValue(depth + 1)
+        for (let i = rand.int(9); i > 0; i--) o[pick([...Object.keys(good), '__proto__', 'x', ''])] = randomValue(depth + 1)
         return o
       }
     }
@@ -270,14 +257,14 @@ test('seeded fuzz: random and mutated inputs never throw, and nothing but the or
   // 2. byte-level mutations of the valid text: flips, inserts, deletes, truncation, splices.
   for (let i = 0; i < 4000; i++) {
     let s = goodText
-    for (let k = 1 + Math.floor(rand() * 3); k > 0; k--) {
-      const at = Math.floor(rand() * s.length)
-      switch (Math.floor(rand() * 5)) {
-        case 0: s = s.slice(0, at) + String.fromCharCode(s.charCodeAt(at) ^ (1 << Math.floor(rand() * 7))) + s.slice(at + 1); break
+    for (let k = 1 + rand.int(3); k > 0; k--) {
+      const at = rand.int(s.length)
+      switch (rand.int(5)) {
+        case 0: s = s.slice(0, at) + String.fromCharCode(s.charCodeAt(at) ^ (1 << rand.int(7))) + s.slice(at + 1); break
         case 1: s = s.slice(0, at) + pick(['"', '{', '}', ',', ':', '0', '-', '\\', ' ', '\u0000', 'e9']) + s.slice(at); break
-        case 2: s = s.slice(0, at) + s.slice(at + 1 + Math.floor(rand() * 4)); break
+        case 2: s = s.slice(0, at) + s.slice(at + 1 + rand.int(4)); break
         case 3: s = s.slice(0, at); break
-        default: s = s.slice(0, at) + goodText.slice(Math.floor(rand() * goodText.length)); break
+        default: s = s.slice(0, at) + goodText.slice(rand.int(goodText.length)); break
       }
     }
     run(s)
@@ -289,12 +276,12 @@ test('seeded fuzz: random and mutated inputs never throw, and nothing but the or
     const key = pick(keys)
     const current = o[key]
     o[key] =
-      typeof current === 'string' && rand() < 0.6
+      typeof current === 'string' && rand.next() < 0.6
         ? (() => {
-            const at = Math.floor(rand() * current.length)
+            const at = rand.int(current.length)
             return current.slice(0, at) + pick([...'abcdefghijklmnopqrstuvwxyz234567ABCDEF-_=01']) + current.slice(at + 1)
           })()
-        : typeof current === 'number' && rand() < 0.6
+        : typeof current === 'number' && rand.next() < 0.6
           ? current + pick([-1, 1, 2 ** 32, -(2 ** 32), 0.5])
           : randomValue(2)
     run(o)

@@ -28,19 +28,7 @@ import {
   type SessionInitiator,
   staleKeyRetry,
 } from '../src/protocol/session.js'
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-const randInt = (rng: () => number, n: number): number => Math.floor(rng() * n)
-const randBytes = (rng: () => number, n: number): Uint8Array => Uint8Array.from({ length: n }, () => randInt(rng, 256))
+import { seededRandom } from './helpers/random.js'
 
 interface Party {
   identity: Identity
@@ -178,7 +166,7 @@ test('rekeying really changes the keys: sides with different intervals fail exac
 })
 
 test('any chunking of the whole conversation decodes with one FrameDecoder per direction (seeded)', (t) => {
-  const rng = mulberry32(0xc4a7)
+  const rng = seededRandom(0xc4a7)
   let runs = 0
   for (let run = 0; run < 30; run++) {
     const i = initiator(alice, bob, { rekeyInterval: 2 })
@@ -191,7 +179,7 @@ test('any chunking of the whole conversation decodes with one FrameDecoder per d
       const mode = run % 3
       const chunks: Uint8Array[] = []
       for (let pos = 0; pos < bytes.length; ) {
-        const n = mode === 0 ? 1 : mode === 1 ? bytes.length : 1 + randInt(rng, 50)
+        const n = mode === 0 ? 1 : mode === 1 ? bytes.length : 1 + rng.int(50)
         chunks.push(bytes.subarray(pos, pos + n))
         pos += n
       }
@@ -222,11 +210,11 @@ test('any chunking of the whole conversation decodes with one FrameDecoder per d
 // ----------------------------------------------------------------------------------------------- tampering
 
 test('tampering with any bit position of message 1 is rejected by the responder', (t) => {
-  const rng = mulberry32(1)
+  const rng = seededRandom(1)
   const msg1 = body(initiator(alice, bob).firstMessage())
   for (let pos = 0; pos < msg1.length; pos++) {
     const bad = msg1.slice()
-    bad[pos] = bad[pos]! ^ (1 << randInt(rng, 8))
+    bad[pos] = bad[pos]! ^ (1 << rng.int(8))
     const r = responder(bob)
     expectError(t, () => r.readFirstMessage(bad), SessionError, 'ERR_SESSION_HANDSHAKE', `byte ${pos}`)
     // the failure is final
@@ -239,7 +227,7 @@ test('tampering with any bit position of message 1 is rejected by the responder'
 })
 
 test('tampering with any bit position of message 2 is rejected by the initiator', (t) => {
-  const rng = mulberry32(2)
+  const rng = seededRandom(2)
   let positions = 0
   for (let pos = 0; ; pos++) {
     const i = initiator(alice, bob)
@@ -248,7 +236,7 @@ test('tampering with any bit position of message 2 is rejected by the initiator'
     const msg2 = body(r.response().message)
     if (pos >= msg2.length) break
     const bad = msg2.slice()
-    bad[pos] = bad[pos]! ^ (1 << randInt(rng, 8))
+    bad[pos] = bad[pos]! ^ (1 << rng.int(8))
     expectError(t, () => i.receiveResponse(bad), SessionError, 'ERR_SESSION_HANDSHAKE', `byte ${pos}`)
     expectError(t, () => i.receiveResponse(msg2), SessionError, 'ERR_SESSION_HANDSHAKE', 'failure is final')
     positions++
@@ -259,7 +247,7 @@ test('tampering with any bit position of message 2 is rejected by the initiator'
 test('tampering with any byte of a transport frame (prefix included) never yields a message, and closes the transport', (t) => {
   const { a, b } = handshake()
   b.transport.open(body(a.transport.seal(hello('a'))))
-  const rng = mulberry32(3)
+  const rng = seededRandom(3)
   const key = new Uint8Array(32).fill(9)
   const fresh = (): { tx: SecureTransport; rx: SecureTransport } => ({
     tx: new SecureTransport({ send: NoiseCipherState.fromKey(key), receive: NoiseCipherState.fromKey(key) }),
@@ -271,7 +259,7 @@ test('tampering with any byte of a transport frame (prefix included) never yield
     const { tx, rx } = fresh()
     const wire = tx.seal(hello('h'))
     const bad = wire.slice()
-    bad[pos] = bad[pos]! ^ (1 << randInt(rng, 8))
+    bad[pos] = bad[pos]! ^ (1 << rng.int(8))
     const d = new FrameDecoder()
     let frames: Uint8Array[]
     try {
@@ -504,13 +492,13 @@ test('out-of-order calls and bad options are typed errors', (t) => {
 // ----------------------------------------------------------------------------------------------- fuzz
 
 test('seeded garbage to every session decoder yields only typed errors', (t) => {
-  const rng = mulberry32(0xbadc0de)
+  const rng = seededRandom(0xbadc0de)
   const counts = { message1: 0, message2: 0, payload: 0, frames: 0, plaintexts: 0 }
   const isTyped = (err: unknown, ...classes: (abstract new (...a: never[]) => P2PMessError)[]): boolean =>
     classes.some((c) => err instanceof c)
   const msg1Len = body(initiator(alice, bob).firstMessage()).length
   for (let n = 0; n < 2000; n++) {
-    const garbage = randBytes(rng, rng() < 0.5 ? msg1Len : randInt(rng, 400))
+    const garbage = rng.bytes(rng.next() < 0.5 ? msg1Len : rng.int(400))
     try {
       responder(bob).readFirstMessage(garbage)
       t.fail('garbage message 1 accepted')
@@ -523,7 +511,7 @@ test('seeded garbage to every session decoder yields only typed errors', (t) => 
     const i = initiator(alice, bob)
     i.firstMessage()
     try {
-      i.receiveResponse(randBytes(rng, randInt(rng, 300)))
+      i.receiveResponse(rng.bytes(rng.int(300)))
       t.fail('garbage message 2 accepted')
     } catch (err) {
       t.true(isTyped(err, SessionError))
@@ -533,9 +521,9 @@ test('seeded garbage to every session decoder yields only typed errors', (t) => 
   // Correctly encrypted but random payloads reach the proof parser.
   const mallory = party()
   for (let n = 0; n < 500; n++) {
-    const len = rng() < 0.5 ? 99 + randInt(rng, 20) : randInt(rng, 300)
-    const payload = randBytes(rng, len)
-    if (rng() < 0.5 && len > 0) payload[0] = 1
+    const len = rng.next() < 0.5 ? 99 + rng.int(20) : rng.int(300)
+    const payload = rng.bytes(len)
+    if (rng.next() < 0.5 && len > 0) payload[0] = 1
     try {
       responder(bob).readFirstMessage(rogueInitiator(mallory.noise, bob).writeMessage(payload))
       t.fail('random payload accepted')
@@ -548,7 +536,7 @@ test('seeded garbage to every session decoder yields only typed errors', (t) => 
   for (let n = 0; n < 3000; n++) {
     const rx = new SecureTransport({ send: NoiseCipherState.fromKey(key), receive: NoiseCipherState.fromKey(key) })
     try {
-      rx.open(randBytes(rng, 16 + randInt(rng, 200)))
+      rx.open(rng.bytes(16 + rng.int(200)))
       t.fail('garbage frame accepted')
     } catch (err) {
       t.true(isTyped(err, CryptoError))
@@ -559,7 +547,7 @@ test('seeded garbage to every session decoder yields only typed errors', (t) => 
   for (let n = 0; n < 3000; n++) {
     const raw = NoiseCipherState.fromKey(key)
     const rx = new SecureTransport({ send: NoiseCipherState.fromKey(key), receive: NoiseCipherState.fromKey(key) })
-    const plain = rng() < 0.5 ? randBytes(rng, randInt(rng, 80)) : concatBytes(Uint8Array.of(1, 1 + randInt(rng, 6)), randBytes(rng, randInt(rng, 60)))
+    const plain = rng.next() < 0.5 ? rng.bytes(rng.int(80)) : concatBytes(Uint8Array.of(1, 1 + rng.int(6)), rng.bytes(rng.int(60)))
     try {
       rx.open(raw.encrypt(concatBytes(encodeMessage(hello('h')))))
       const m = rx.open(raw.encrypt(plain))

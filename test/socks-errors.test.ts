@@ -1,30 +1,11 @@
 import test from 'ava'
-import { InvalidArgumentError, P2PMessError, SocksError, TorError, type SocksCode } from '../src/errors.js'
+import { InvalidArgumentError, P2PMessError, SocksError, TorError } from '../src/errors.js'
 import { isTransientSocksError, SOCKS_REPLIES, socksReplyError } from '../src/tor/socks-errors.js'
-
-/** RFC 1928 §6 and tor's ExtendedErrors (proposal 304 §2.2), written out independently of the module's table. */
-const EXPECTED: readonly [reply: number, code: SocksCode, transient: boolean][] = [
-  [0x01, 'ERR_SOCKS_GENERAL', true],
-  [0x02, 'ERR_SOCKS_NOT_ALLOWED', false],
-  [0x03, 'ERR_SOCKS_NETWORK_UNREACHABLE', false],
-  [0x04, 'ERR_SOCKS_HOST_UNREACHABLE', false],
-  [0x05, 'ERR_SOCKS_CONNECTION_REFUSED', false],
-  [0x06, 'ERR_SOCKS_TTL_EXPIRED', true],
-  [0x07, 'ERR_SOCKS_COMMAND_UNSUPPORTED', false],
-  [0x08, 'ERR_SOCKS_ADDRESS_UNSUPPORTED', false],
-  [0xf0, 'ERR_ONION_NOT_FOUND', true],
-  [0xf1, 'ERR_ONION_INVALID_DESCRIPTOR', false],
-  [0xf2, 'ERR_ONION_INTRO_FAILED', true],
-  [0xf3, 'ERR_ONION_REND_FAILED', true],
-  [0xf4, 'ERR_ONION_AUTH_MISSING', false],
-  [0xf5, 'ERR_ONION_AUTH_BAD', false],
-  [0xf6, 'ERR_ONION_BAD_ADDRESS', false],
-  [0xf7, 'ERR_ONION_INTRO_TIMEOUT', true],
-]
+import { KNOWN_SOCKS_REPLIES } from './helpers/socks-replies.js'
 
 test('each known reply byte maps to its code, transience and a user-facing message', (t) => {
-  t.deepEqual([...SOCKS_REPLIES.keys()].sort((a, b) => a - b), EXPECTED.map(([r]) => r))
-  for (const [reply, code, transient] of EXPECTED) {
+  t.deepEqual([...SOCKS_REPLIES.keys()].sort((a, b) => a - b), KNOWN_SOCKS_REPLIES.map(([r]) => r))
+  for (const [reply, code, transient] of KNOWN_SOCKS_REPLIES) {
     const err = socksReplyError(reply, { host: 'x.onion', port: 80 })
     t.true(err instanceof SocksError)
     t.is(err.code, code)
@@ -50,7 +31,7 @@ test('every other non-zero byte is ERR_SOCKS_GENERAL (treated like 0x01) and kee
     t.is(err.details?.['reply'], reply)
     t.true(err.message.includes(`0x${reply.toString(16).padStart(2, '0')}`))
   }
-  t.is(unknown, 255 - EXPECTED.length)
+  t.is(unknown, 255 - KNOWN_SOCKS_REPLIES.length)
 })
 
 test('socksReplyError rejects non-bytes and success', (t) => {

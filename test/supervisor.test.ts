@@ -5,40 +5,17 @@
  * failing end in 'failed'.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { createServer } from 'node:net'
 import test from 'ava'
 import { P2PMessError, TorError } from '../src/errors.js'
 import { onionServiceKeyFromSeed } from '../src/protocol/onion.js'
 import { createTorDialer } from '../src/tor/dialer.js'
-import { TorProcess } from '../src/tor/process.js'
+import type { TorProcess } from '../src/tor/process.js'
 import { TorSupervisor, type SupervisorEvent } from '../src/tor/supervisor.js'
-import { testNetwork } from './helpers/tor.js'
+import { roundTrip, startReverseEchoServer } from './helpers/net.js'
+import { alive, atFileEnd, fileTempDir, startFileTor, testNetwork } from './helpers/tor.js'
 
-const dirs: string[] = []
-const cleanups: Array<() => Promise<void>> = []
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'p2pmess-sup-'))
-  dirs.push(dir)
-  return dir
-}
-
-test.after.always(async () => {
-  for (const fn of cleanups.reverse()) await fn()
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))
-})
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
+const tempDir = (): Promise<string> => fileTempDir('p2pmess-sup-')
 
 /** The first event matching `match` (checked against the events already seen, then new ones), or a failure after `timeoutMs`. */
 function eventually<E extends SupervisorEvent>(
@@ -81,7 +58,7 @@ function supervisor(): Promise<TorSupervisor> {
       restart: { maxAttempts: 2, baseDelayMs: 200, maxDelayMs: 1_000 },
       onEvent: (e) => events.push(e),
     })
-    cleanups.push(() => sup.stop())
+    atFileEnd(() => sup.stop())
     return sup
   })()
   return shared
@@ -89,33 +66,8 @@ function supervisor(): Promise<TorSupervisor> {
 
 let visitorTor: Promise<TorProcess> | undefined
 function visitor(): Promise<TorProcess> {
-  visitorTor ??= (async () => {
-    const tor = await TorProcess.start({ network: await testNetwork(), dataDir: await tempDir(), startTimeoutMs: 60_000 })
-    cleanups.push(() => tor.stop())
-    return tor
-  })()
+  visitorTor ??= startFileTor()
   return visitorTor
-}
-
-function readBytes(socket: Socket, n: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0)
-    const onData = (chunk: Buffer): void => {
-      got = Buffer.concat([got, chunk])
-      if (got.length >= n) {
-        socket.off('data', onData)
-        resolve(got.subarray(0, n))
-      }
-    }
-    socket.on('data', onData)
-    socket.once('error', reject)
-  })
-}
-
-async function roundTrip(socket: Socket, text: string): Promise<string> {
-  const echoed = readBytes(socket, Buffer.byteLength(text))
-  socket.write(text)
-  return (await echoed).toString()
 }
 
 test.serial('start: bootstrap progress rises to 100, then ready with a SOCKS port and a dialer on it', async (t) => {
@@ -138,11 +90,9 @@ test.serial('start: bootstrap progress rises to 100, then ready with a SOCKS por
 
 test.serial('SIGKILL: restart on the same SOCKS port, the onion service is back at the same address and reachable again', async (t) => {
   const [sup, other] = await Promise.all([supervisor(), visitor()])
-  const server: Server = createServer((socket) => socket.on('data', (chunk) => socket.write(Buffer.from(chunk).reverse())))
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const targetPort = await startReverseEchoServer(t)
   const key = onionServiceKeyFromSeed(new Uint8Array(randomBytes(32)))
-  const { address } = await sup.addOnionService({ expandedSecretKey: key.expandedSecretKey, virtualPort: 80, targetPort: (server.address() as AddressInfo).port })
+  const { address } = await sup.addOnionService({ expandedSecretKey: key.expandedSecretKey, virtualPort: 80, targetPort })
   t.is(address, key.address)
   await t.throwsAsync(sup.addOnionService({ expandedSecretKey: key.expandedSecretKey, virtualPort: 80, targetPort: 9 }), {
     code: 'ERR_INVALID_ARGUMENT',
@@ -199,7 +149,7 @@ test.serial('restarts that keep failing end in failed with ERR_TOR_RESTART_FAILE
   const { pid, socksPort } = sup
   // Whoever takes the SOCKS port while tor is down makes every restart attempt fail (ERR_TOR_PORT_IN_USE).
   const blocker = createServer()
-  cleanups.push(() => new Promise<void>((resolve) => blocker.close(() => resolve())))
+  atFileEnd(() => new Promise<void>((resolve) => blocker.close(() => resolve())))
   const from = events.length
   const blocked = new Promise<void>((resolve) => {
     const off = sup.onEvent((e) => {
@@ -241,7 +191,7 @@ test.serial('stop() during a restart backoff ends it at once: no tor left, no re
     restart: { maxAttempts: 3, baseDelayMs: 600_000, maxDelayMs: 600_000 },
     onEvent: (e) => seen.push(e),
   })
-  cleanups.push(() => sup.stop())
+  atFileEnd(() => sup.stop())
   const pid = sup.pid
   process.kill(pid, 'SIGKILL')
   const restarting = await eventually(seen, sup, isType('restarting'), 10_000)

@@ -12,26 +12,14 @@ import {
   type KdfParams,
   type VaultEnvelope,
 } from '../src/protocol/vault.js'
+import { seededRandom } from './helpers/random.js'
 
 /** The cheapest parameters the vault accepts, so tests stay fast. */
 const CHEAP: KdfParams = { name: 'scrypt', N: 2 ** 10, r: 8, p: 1 }
 const PASS = 'correct horse battery staple'
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-function seededRandom(seed: number): (n: number) => Uint8Array {
-  const next = mulberry32(seed)
-  return (n) => Uint8Array.from({ length: n }, () => Math.floor(next() * 256))
-}
+/** A seeded `random` option for the vault: its salt and nonce then repeat. */
+const seededBytes = (seed: number): ((n: number) => Uint8Array) => seededRandom(seed).bytes
 
 const secret = Uint8Array.from({ length: 96 }, (_, i) => (i * 131 + 7) & 0xff)
 
@@ -67,8 +55,8 @@ test('envelope carries version, KDF params, fresh salt and nonce; the plaintext 
 })
 
 test('a deterministic random source gives a deterministic envelope; bad sources are refused', (t) => {
-  const a = sealSecrets(secret, PASS, { kdf: CHEAP, random: seededRandom(1) })
-  const b = sealSecrets(secret, PASS, { kdf: CHEAP, random: seededRandom(1) })
+  const a = sealSecrets(secret, PASS, { kdf: CHEAP, random: seededBytes(1) })
+  const b = sealSecrets(secret, PASS, { kdf: CHEAP, random: seededBytes(1) })
   t.deepEqual(a, b)
   t.throws(() => sealSecrets(secret, PASS, { kdf: CHEAP, random: () => new Uint8Array(3) }), {
     instanceOf: InvalidArgumentError,
@@ -208,19 +196,19 @@ test('malformed envelopes are ERR_STORAGE_CORRUPT', (t) => {
 })
 
 test('seeded fuzz: random edits of the JSON text either open to the same secret or fail typed', (t) => {
-  const env = sealSecrets(secret, PASS, { kdf: CHEAP, random: seededRandom(7) })
+  const env = sealSecrets(secret, PASS, { kdf: CHEAP, random: seededBytes(7) })
   const text = JSON.stringify(env)
-  const next = mulberry32(0x5eed)
+  const random = seededRandom(0x5eed)
   const alphabet = ' {}[]":,0123456789-_abcdefABCDEFxyz\\\u00e9'
   const CASES = 600
   let opened = 0
   for (let c = 0; c < CASES; c++) {
     let s = text
-    const edits = 1 + Math.floor(next() * 3)
+    const edits = 1 + random.int(3)
     for (let e = 0; e < edits; e++) {
-      const at = Math.floor(next() * (s.length + 1))
-      const ch = alphabet[Math.floor(next() * alphabet.length)]!
-      const op = Math.floor(next() * 3)
+      const at = random.int(s.length + 1)
+      const ch = alphabet[random.int(alphabet.length)]!
+      const op = random.int(3)
       s = op === 0 ? s.slice(0, at) + ch + s.slice(at) : op === 1 ? s.slice(0, at) + s.slice(at + 1) : s.slice(0, at) + ch + s.slice(at + 1)
     }
     try {

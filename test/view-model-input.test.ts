@@ -1,6 +1,7 @@
 /** The view-model additions the TUI needs: the input line, intent results, terminal-safe text. */
 import test from 'ava'
 import type { ContactView, MessageView } from '../src/client/api.js'
+import { MAX_TEXT_BYTES } from '../src/protocol/messages.js'
 import {
   applyEdit,
   applyEvent,
@@ -13,6 +14,7 @@ import {
   terminalSafe,
   type UiState,
 } from '../src/ui/view-model.js'
+import { seededRandom } from './helpers/random.js'
 
 const BOB = 'bbbb-bbbb'
 const validate = (text: string) =>
@@ -75,6 +77,29 @@ test('Enter sends and clears; a refused message or a refused command with argume
   t.is(help.state.draft, '')
 })
 
+test('a message over MAX_TEXT_BYTES of UTF-8 (but within MAX_DRAFT) is refused on Enter, the draft kept and the limit shown', (t) => {
+  const withBob = applyEvent(initialState(), { type: 'contact', contact: contact(BOB) })
+  // 'é' is 2 bytes of UTF-8 and 1 UTF-16 unit: the input line takes MAX_DRAFT of them, the wire only half.
+  const long = 'é'.repeat(MAX_TEXT_BYTES / 2 + 1)
+  t.true(long.length <= MAX_DRAFT)
+  const s = typed(withBob, long)
+  t.is(s.draft, long)
+  const refused = submitDraft(s, validate)
+  t.deepEqual(refused.intents, [])
+  t.is(refused.state.draft, long, 'the message is not lost')
+  t.is(refused.state.status.kind, 'error')
+  t.is(refused.state.status.text, `Message too long: ${MAX_TEXT_BYTES + 2} bytes of UTF-8, the limit is ${MAX_TEXT_BYTES}`)
+
+  // Exactly at the limit (after trimming) is sent; 4-byte code points count as 4.
+  const fits = 'é'.repeat(MAX_TEXT_BYTES / 2)
+  const sent = submitDraft(typed(withBob, `  ${fits}  `), validate)
+  t.deepEqual(sent.intents, [{ cmd: 'send', peerId: BOB, body: fits }])
+  t.is(sent.state.draft, '')
+  const emoji = submitDraft(typed(withBob, '👋'.repeat(MAX_TEXT_BYTES / 4 + 1)), validate)
+  t.deepEqual(emoji.intents, [])
+  t.regex(emoji.state.status.text, new RegExp(`${MAX_TEXT_BYTES + 4} bytes`))
+})
+
 test('Enter with the contact list focused returns focus to the input line', (t) => {
   const s = applyKey(initialState(), 'tab')
   const r = submitDraft(s, validate)
@@ -116,20 +141,13 @@ test('terminalSafe: line breaks, tabs, escapes, C1 controls, bidi overrides and 
 })
 
 test('terminalSafe on seeded random strings never leaves a control, bidi override or lone surrogate', (t) => {
-  let a = 0x7e57
-  const random = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
+  const random = seededRandom(0x7e57)
   const unsafe = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
   const CASES = 5000
   const bad: string[] = []
   for (let i = 0; i < CASES; i++) {
-    const units = Array.from({ length: Math.floor(random() * 40) }, () =>
-      random() < 0.5 ? Math.floor(random() * 0x100) : random() < 0.5 ? 0xd800 + Math.floor(random() * 0x800) : Math.floor(random() * 0x10000),
+    const units = Array.from({ length: random.int(40) }, () =>
+      random.next() < 0.5 ? random.int(0x100) : random.next() < 0.5 ? 0xd800 + random.int(0x800) : random.int(0x10000),
     )
     const out = terminalSafe(String.fromCharCode(...units))
     if (unsafe.test(out)) bad.push(`case ${i}: ${JSON.stringify(out)}`)

@@ -435,10 +435,20 @@ export async function launchTor(spec: LaunchSpec): Promise<TorProcess> {
   const torPath = resolveTorPath(spec.torPath)
   checkTimeout(spec.timeoutMs, 'timeoutMs')
   const deadline = Date.now() + spec.timeoutMs
-  await mkdir(spec.dataDir, { recursive: true, mode: 0o700 })
-  await chmod(spec.dataDir, 0o700)
   const torrcPath = join(spec.dataDir, 'torrc')
-  await writeFile(torrcPath, spec.torrc.join('\n') + '\n', { mode: 0o600 })
+  try {
+    await mkdir(spec.dataDir, { recursive: true, mode: 0o700 })
+    await chmod(spec.dataDir, 0o700)
+    await writeFile(torrcPath, spec.torrc.join('\n') + '\n', { mode: 0o600 })
+  } catch (err) {
+    // e.g. EACCES (not writable), ENOTDIR (a file in the way), EROFS: name the path, not just the errno.
+    const errno: NodeJS.ErrnoException | undefined = err instanceof Error ? err : undefined
+    const path = errno?.path ?? spec.dataDir
+    throw new TorError('ERR_TOR_CONFIG', `cannot prepare the data directory ${spec.dataDir} of tor ${spec.name}: ${errno?.message ?? String(err)}`, {
+      cause: err,
+      details: { node: spec.name, path, dataDir: spec.dataDir },
+    })
+  }
   const password = randomBytes(32).toString('hex')
   const args = ['-f', torrcPath, '--defaults-torrc', '/dev/null', '--HashedControlPassword', hashControlPassword(password)]
 

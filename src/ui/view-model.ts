@@ -4,6 +4,8 @@
  * so everything a user can see or do is tested here without a terminal.
  */
 import type { ClientEvent, ClientIntent, ContactView, IntentResult, MessageView, TorState } from '../client/api.js'
+import { utf8 } from '../protocol/bytes.js'
+import { MAX_TEXT_BYTES } from '../protocol/messages.js'
 
 export type Focus = 'input' | 'contacts'
 
@@ -200,6 +202,12 @@ export function submitInput(
       return { state: fail(state, 'Accept the contact request first: /accept'), intents: [] }
     }
     if (peer.state === 'refused') return { state: fail(state, 'You refused this contact.'), intents: [] }
+    // A text body is at most MAX_TEXT_BYTES of UTF-8 (docs/PROTOCOL.md, "Messages"): refuse it here, so the
+    // draft is kept, rather than have the client refuse it after the input line was cleared.
+    const bytes = utf8(text).length
+    if (bytes > MAX_TEXT_BYTES) {
+      return { state: fail(state, `Message too long: ${bytes} bytes of UTF-8, the limit is ${MAX_TEXT_BYTES}`), intents: [] }
+    }
     return { state: { ...state, scroll: 0 }, intents: [{ cmd: 'send', peerId: peer.peerId, body: text }] }
   }
   const [command = '', ...args] = text.split(/\s+/)
@@ -251,7 +259,10 @@ export function submitInput(
 
 // ---- input line and intent results (pure) ---------------------------------------------------------------------
 
-/** The input line holds at most this many UTF-16 code units (a text body is at most 16 KiB of UTF-8 on the wire). */
+/**
+ * The input line holds at most this many UTF-16 code units. A message must also fit MAX_TEXT_BYTES of UTF-8, which
+ * non-ASCII text can exceed within this bound: submitInput refuses such a message and Enter keeps the draft.
+ */
 export const MAX_DRAFT = 16384
 
 export type Edit = { type: 'insert'; text: string } | { type: 'backspace' } | { type: 'clear' }

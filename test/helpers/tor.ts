@@ -1,18 +1,17 @@
 /**
  * Test helpers for everything that crosses tor: the private network of this test run, client tors joined to
- * it, and a SOCKS dial that retries while an onion descriptor is not yet fetchable.
+ * it (for one test or for the whole test file), and the file-wide clean-up they share. Dial through tor with
+ * the product dialer (`createTorDialer(...).dialWithRetry`).
  *
  * `npm test` (test/run.ts) starts ONE network and passes its join info in env P2PMESS_TEST_NETWORK (a JSON
  * file); `npx ava test/x.test.ts` alone gets a network started for that test file, stopped when it exits.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
-import { SocksClient } from 'socks'
 import { startNetwork, type PrivateNetwork } from '../../relay/network.js'
-import { InvalidArgumentError, SocksError } from '../../src/errors.js'
+import { InvalidArgumentError } from '../../src/errors.js'
 import { TorProcess, type NetworkJoin, type TorProcessOptions } from '../../src/tor/process.js'
 
 /** Names the join file of the run's shared network (set by test/run.ts). */
@@ -22,9 +21,33 @@ let shared: Promise<NetworkJoin> | undefined
 /** The network this test file started itself (only when run without test/run.ts). */
 let own: PrivateNetwork | undefined
 
-test.after.always('stop the private network this test file started', async () => {
+/** What `atFileEnd` registered, run last first. */
+const fileCleanups: Array<() => Promise<void> | void> = []
+
+test.after.always('file clean-up, then stop the private network this test file started', async () => {
+  let failure: unknown
+  for (const fn of fileCleanups.splice(0).reverse()) {
+    try {
+      await fn()
+    } catch (err) {
+      failure ??= err
+    }
+  }
   await own?.stop()
+  if (failure !== undefined) throw failure
 })
+
+/** Runs `fn` once every test of this file has finished (last registered first), before the network stops. */
+export function atFileEnd(fn: () => Promise<void> | void): void {
+  fileCleanups.push(fn)
+}
+
+/** A fresh temporary directory, removed when this test file ends. */
+export async function fileTempDir(prefix = 'p2pmess-test-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix))
+  atFileEnd(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
 
 function parseJoin(text: string, path: string): NetworkJoin {
   let value: unknown
@@ -69,47 +92,21 @@ export async function startTestTor(t: ExecutionContext, options: Partial<TorProc
   return tor
 }
 
-/** tor's extended SOCKS5 replies that clear by themselves (descriptor not yet published / intro or rend timing). */
-const RETRYABLE_REPLIES: ReadonlySet<number> = new Set([0xf0, 0xf2, 0xf7])
+/** A client tor joined to the test network for the whole test file: stopped, and its data dir removed, when the file ends. */
+export async function startFileTor(options: Partial<TorProcessOptions> = {}): Promise<TorProcess> {
+  const network = await testNetwork()
+  const dataDir = await fileTempDir('p2pmess-tor-')
+  const tor = await TorProcess.start({ network, startTimeoutMs: 60_000, ...options, dataDir })
+  atFileEnd(() => tor.stop())
+  return tor
+}
 
-/**
- * SOCKS5 CONNECT to `host:port` through tor, retrying once a second on 0xF0/0xF2/0xF7 until `deadlineMs`.
- * The `socks` package drops tor's extended reply byte, so we read it off the raw stream (RFC 1928 §6).
- */
-export async function connectThroughTor(
-  socksPort: number,
-  host: string,
-  port: number,
-  deadlineMs: number,
-): Promise<{ socket: Socket; attempts: number; replies: number[] }> {
-  const end = Date.now() + deadlineMs
-  const replies: number[] = []
-  for (let attempt = 1; ; attempt++) {
-    const raw = connect({ host: '127.0.0.1', port: socksPort })
-    let seen = Buffer.alloc(0)
-    const sniff = (chunk: Buffer): void => {
-      seen = Buffer.concat([seen, chunk])
-    }
-    raw.on('data', sniff)
-    try {
-      const { socket } = await SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: socksPort, type: 5 },
-        command: 'connect',
-        destination: { host, port },
-        existing_socket: raw,
-        timeout: Math.max(1_000, end - Date.now()),
-      })
-      raw.off('data', sniff)
-      return { socket, attempts: attempt, replies }
-    } catch (err) {
-      raw.destroy()
-      // Method selection reply: 2 bytes; then VER REP RSV ATYP ...
-      const reply = seen.length >= 4 ? seen[3]! : undefined
-      if (reply !== undefined) replies.push(reply)
-      if (reply === undefined || !RETRYABLE_REPLIES.has(reply) || Date.now() + 1_000 > end) {
-        throw new SocksError('ERR_CONNECT_TIMEOUT', `could not connect to ${host}:${port} through tor after ${attempt} attempts (replies: ${replies.map((r) => '0x' + r.toString(16)).join(', ')})`, { cause: err })
-      }
-      await new Promise((resolve) => setTimeout(resolve, 1_000))
-    }
+/** Whether a process (e.g. a tor we stopped or killed) is still running. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
   }
 }

@@ -1,7 +1,7 @@
 /**
- * `p2pmess network`: the private Tor network command. The work is relay/cli.ts (`npm run network`); this only
- * checks the flags against the same table, so `--help` and usage errors look like every other command's, and
- * hands them over. relay/cli.ts reads process.argv and owns the process from then on (Ctrl-C stops the network).
+ * `p2pmess network`: the private Tor network command. The work is relay/cli.ts's runNetworkCli (also behind
+ * `npm run network`); this only checks the flags against the same table, so `--help` and usage errors look like
+ * every other command's, and hands them over with the command's io (an interrupt stops the network).
  */
 import { HELP_OPTION, type Command } from './common.js'
 
@@ -17,15 +17,14 @@ export const networkCommand: Command = {
     ...HELP_OPTION,
   },
   notes: 'Then, in other terminals: p2pmess directory --onion --network <file>, p2pmess start --network <file> ...',
-  async run(values) {
+  async run(values, io) {
     const argv: string[] = []
     for (const name of ['authorities', 'relays', 'join'] as const) {
       const value = values[name]
       if (typeof value === 'string') argv.push(`--${name}`, value)
     }
-    process.argv.splice(2, process.argv.length - 2, ...argv)
-    await import('../../../relay/cli.js')
-    // The network runs until relay/cli.ts exits the process on SIGINT/SIGTERM.
-    return new Promise<number>(() => {})
+    // Loaded on demand: only this command needs the network launcher.
+    const { runNetworkCli } = await import('../../../relay/cli.js')
+    return runNetworkCli(argv, io)
   },
 }

@@ -84,8 +84,14 @@ export const startCommand: Command = {
       const network = networkFile === undefined ? undefined : await readNetworkJoin(networkFile)
       account = await loadAccount({ dataDir, passphrase: await passphraseFor(io, values) })
       io.stderr.write(`p2pmess: starting tor for ${account.peerId}${network === undefined ? '' : ' on the private network'}; log in ${logFile}\n`)
+      // A tor that fails during start-up is reported twice by the client: as an `error` event (after a `tor`
+      // `failed` one) and as startClient's rejection, which the catch below prints with its next-step hint. Only
+      // the latter is printed.
+      let torFailed = false
       const early = new EarlyEvents({
         onEarly: (event) => {
+          if (event.type === 'tor' && event.state === 'failed') torFailed = true
+          if (event.type === 'error' && torFailed) return
           const line = startupLine(event)
           if (line !== undefined) io.stderr.write(`p2pmess: ${line}\n`)
         },
