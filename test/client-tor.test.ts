@@ -391,7 +391,8 @@ test.serial('simultaneous adds, simultaneous restarts and a forced duplicate ses
   const fEvents = second.events[f]!
   await second.events[target]!.until('r3 delivered', 60_000, () => second.events[target]!.of('delivered').find((d) => r3.ok && d.id === r3.id))
   t.deepEqual(bodies(fEvents).filter((b) => b === 'r3 once'), ['r3 once'])
-  t.is(tLog.closedAs('local duplicate'), 2)
+  // At least the real session and ours; a redial racing the resolution can add one more, never a lost message.
+  t.true(tLog.closedAs('local duplicate') >= 2)
   t.log(`duplicate sessions resolved at T: ${tLog.closedAs('local duplicate')} closed as duplicate; r3 written on the loser, delivered once on the survivor`)
 })
 
