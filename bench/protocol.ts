@@ -20,6 +20,7 @@ import { generateIdentity } from '../src/protocol/identity.js'
 import { Handshake, NoiseCipherState, generateKeyPair } from '../src/protocol/noise.js'
 import { onionAddressFromPublicKey } from '../src/protocol/onion.js'
 import { createRecord, verifyRecord } from '../src/protocol/record.js'
+import { printTable } from './lib.js'
 
 const DURATION_MS = 1000
 const WARMUP_MS = 200
@@ -172,8 +173,7 @@ export function runProtocolBench(): void {
     const node = c.node === undefined ? undefined : figure(c.node)
     rows.push([c.name, ours.text, node?.text ?? '—', node === undefined ? '' : `${(ours.value / node.value).toFixed(2)}×`])
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  for (const r of rows) console.log(r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '))
+  printTable(rows)
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) runProtocolBench()
