@@ -122,6 +122,26 @@ test('outbox: ordered, survives reopen, delivered exactly once, sequence numbers
   await db.close()
 })
 
+test('outbox: pending({ afterSeq }) lists only the entries queued after that seq, in order', async (t) => {
+  const { db, peerId } = await withContact(await tempDb())
+  const nextId = idSource(7)
+  const ids = Array.from({ length: 6 }, nextId)
+  for (const [i, id] of ids.entries()) await db.enqueue(peerId, { id, body: `m${i}`, createdAt: i })
+  t.deepEqual((await db.pending(peerId, { afterSeq: 0 })).map((e) => e.id), ids)
+  t.deepEqual((await db.pending(peerId, { afterSeq: 4 })).map((e) => e.seq), [5, 6])
+  t.deepEqual(await db.pending(peerId, { afterSeq: 6 }), [])
+  t.deepEqual(await db.pending(peerId, { afterSeq: 1e15 }), [])
+  // Delivered entries are gone from both forms.
+  t.true(await db.markDelivered(peerId, ids[4]!))
+  t.deepEqual((await db.pending(peerId, { afterSeq: 3 })).map((e) => e.seq), [4, 6])
+  t.deepEqual((await db.pending(peerId)).map((e) => e.seq), [1, 2, 3, 4, 6])
+  for (const bad of [-1, 1.5, Number.NaN, '2', null]) {
+    await t.throwsAsync(() => db.pending(peerId, { afterSeq: bad as number }), { instanceOf: InvalidArgumentError }, String(bad))
+  }
+  await t.throwsAsync(() => db.pending(peerId, null as unknown as { afterSeq?: number }), { instanceOf: InvalidArgumentError })
+  await db.close()
+})
+
 test('outbox: markSent, idempotent enqueue of the same ID, refused after delivery', async (t) => {
   const { db, peerId } = await withContact(await tempDb())
   const nextId = idSource(2)

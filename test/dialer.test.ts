@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
 import * as http from 'node:http'
 import * as https from 'node:https'
-import type { AddressInfo, Socket } from 'node:net'
+import { Socket, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { InvalidArgumentError, P2PMessError, SocksError, type SocksCode } from '../src/errors.js'
 import { createTorDialer, isTorAgent, type RetryInfo } from '../src/tor/dialer.js'
@@ -40,6 +40,26 @@ test('dial: round trip through the proxy; the hostname reaches it unresolved (AT
   const other = await dialer.dial('directory.example', 80, { timeoutMs: 5000 })
   other.destroy()
   t.deepEqual(socks.requests[1], { cmd: 0x01, atyp: 0x03, host: 'directory.example', port: 80 })
+})
+
+// Serial (runs before the concurrent tests), so the spy sees only this test's sockets.
+test.serial('dial: the connected socket has Nagle off (setNoDelay(true)), so small frames go out at once', async (t) => {
+  const echo = await startEchoServer()
+  const socks = await startFakeSocks({ plan: () => ({ kind: 'forward', port: echo.port }) })
+  const original = Socket.prototype.setNoDelay
+  const noDelay = new Set<Socket>()
+  Socket.prototype.setNoDelay = function (this: Socket, on?: boolean) {
+    if (on !== false) noDelay.add(this)
+    return original.call(this, on)
+  }
+  t.teardown(async () => {
+    Socket.prototype.setNoDelay = original
+    await socks.close()
+    await echo.close()
+  })
+  const socket = await createTorDialer({ socksPort: socks.port }).dial(ONION, 7777, { timeoutMs: 5000 })
+  t.true(noDelay.has(socket))
+  socket.destroy()
 })
 
 /** Every known reply byte, and two unknown ones (which are general failures). */

@@ -87,8 +87,11 @@ interface Session {
   peerAccepts: boolean
   /** Our hello said we accept them. */
   readonly weAccept: boolean
-  /** Outbox IDs written on this session (each is written at most once per session). */
-  readonly sent: Set<string>
+  /**
+   * Highest outbox seq written on this session; undefined until the first flush. The outbox is in seq order, so
+   * each flush writes only the entries after it: each entry at most once per session, in order.
+   */
+  written: number | undefined
   closed: boolean
 }
 
@@ -738,7 +741,7 @@ class Client implements P2PMessClient {
     }
     const known = this.#peers.get(peer.peerId)
     const weAccept = known !== undefined && wantsSession(known.contact)
-    const session: Session = { conn, initiator, peer, hello: false, peerAccepts: false, weAccept, sent: new Set(), closed: false }
+    const session: Session = { conn, initiator, peer, hello: false, peerAccepts: false, weAccept, written: undefined, closed: false }
     this.#connections.add(conn)
     const hello: HelloMessage = {
       type: 'hello',
@@ -869,15 +872,18 @@ class Client implements P2PMessClient {
     await this.#remember(peer, check.record)
   }
 
-  /** Sends every outbox entry not yet written on this session, oldest first, if both sides accept each other. */
+  /**
+   * Sends the outbox entries not yet written on this session, oldest first, if both sides accept each other: on a
+   * new session every pending entry, afterwards only those queued since (reads only those, not the whole outbox).
+   */
   async #flush(peer: Peer): Promise<void> {
     const session = peer.live
     if (session === undefined || session.closed || !session.peerAccepts || peer.contact.state !== 'accepted') return
     const db = this.#requireDb()
-    for (const entry of await db.pending(peer.contact.peerId)) {
-      if (session.sent.has(entry.id)) continue
+    const entries = await db.pending(peer.contact.peerId, session.written === undefined ? {} : { afterSeq: session.written })
+    for (const entry of entries) {
       if (!session.conn.sendText(fromBase64url(entry.id, 16), entry.body, entry.createdAt)) return
-      session.sent.add(entry.id)
+      session.written = entry.seq
       await db.markSent(peer.contact.peerId, entry.id)
     }
   }

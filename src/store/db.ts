@@ -14,7 +14,8 @@
  *   s!<key>                  JSON value               (own state)
  *
  * Every operation runs in call order under one in-process lock (so a read sees every earlier write), and
- * every write commits as one level batch written with fsync, so it is atomic and survives a crash. Values are JSON, re-validated when read back.
+ * every write commits as one atomic level batch, written with fsync so it survives a crash, except markDelivered
+ * (a lost mark only causes a resend the receiver drops). Values are JSON, re-validated when read back.
  * See docs/PROTOCOL.md, "Storage and secrets at rest".
  */
 import { mkdir } from 'node:fs/promises'
@@ -273,8 +274,9 @@ export class ClientDb {
     return value
   }
 
-  #write(ops: Op[]): Promise<void> {
-    return this.#db.batch(ops, { sync: true })
+  /** One atomic batch; fsync'd unless `sync` is false (only where losing it in a crash is harmless). */
+  #write(ops: Op[], sync = true): Promise<void> {
+    return this.#db.batch(ops, { sync })
   }
 
   async #nextSeq(peerId: string, which: 'o' | 'h'): Promise<number> {
@@ -421,11 +423,17 @@ export class ClientDb {
     })
   }
 
-  /** The contact's undelivered messages, oldest first. */
-  async pending(peerId: string): Promise<OutboxEntry[]> {
+  /** The contact's undelivered messages, oldest first; with `afterSeq`, only those queued after that outbox seq. */
+  async pending(peerId: string, options: { afterSeq?: number } = {}): Promise<OutboxEntry[]> {
     assertPeerId(peerId)
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object')
+    const { afterSeq } = options
+    if (afterSeq !== undefined && (!Number.isSafeInteger(afterSeq) || afterSeq < 0)) {
+      throw new InvalidArgumentError('afterSeq must be a non-negative integer')
+    }
+    const range = keys.outboxRange(peerId)
     return this.#run(async () => {
-      const entries = await this.#db.iterator(keys.outboxRange(peerId)).all()
+      const entries = await this.#db.iterator(afterSeq === undefined ? range : { ...range, gt: keys.outbox(peerId, afterSeq) }).all()
       return entries.map(([key, raw]) => decode<OutboxEntry>(key, raw, outboxProblem, true))
     })
   }
@@ -445,6 +453,8 @@ export class ClientDb {
   /**
    * Removes an acknowledged message from the outbox and sets its history status to 'delivered', in one
    * batch. Returns false (and changes nothing) if it is not in the outbox, e.g. a repeated acknowledgement.
+   * The batch is not fsync'd (it is on the path from ack to `delivered`): a crash may undo it, and the message is
+   * then sent again on the next session and dropped by the receiver's dedup (docs/PROTOCOL.md, "Client database").
    */
   async markDelivered(peerId: string, id: string): Promise<boolean> {
     assertPeerId(peerId)
@@ -461,7 +471,7 @@ export class ClientDb {
       if (entry !== undefined) {
         ops.push({ type: 'put', key: keys.history(peerId, entry.seq), value: JSON.stringify({ ...entry, status: 'delivered' }) })
       }
-      await this.#write(ops)
+      await this.#write(ops, false)
       return true
     })
   }

@@ -63,9 +63,9 @@ export interface TorDialer {
   readonly socksHost: string
   readonly socksPort: number
   /**
-   * One SOCKS5 CONNECT through tor. Resolves with the connected socket, paused until the next macrotask: attach
-   * your 'data' and 'error' listeners right after `await`. Rejects with a SocksError (reply codes, ERR_CONNECT_TIMEOUT,
-   * ERR_SOCKS_PROXY_UNREACHABLE, ERR_DIAL_ABORTED) or InvalidArgumentError.
+   * One SOCKS5 CONNECT through tor. Resolves with the connected socket (Nagle off), paused until the next
+   * macrotask: attach your 'data' and 'error' listeners right after `await`. Rejects with a SocksError (reply codes,
+   * ERR_CONNECT_TIMEOUT, ERR_SOCKS_PROXY_UNREACHABLE, ERR_DIAL_ABORTED) or InvalidArgumentError.
    */
   dial(host: string, port: number, options: DialOptions): Promise<net.Socket>
   /** `dial()` again after transient failures until `deadlineMs`; rejects with the last typed error. */
@@ -119,6 +119,9 @@ export function createTorDialer(options: TorDialerOptions): TorDialer {
         socket.removeListener('data', tap.onData)
         socket.removeListener('error', onSocketError)
         if (err === undefined) {
+          // Session frames are small and latency-bound: no Nagle coalescing behind a delayed ACK (the listener
+          // side sets the same).
+          socket.setNoDelay(true)
           resolve(socket)
         } else {
           socket.destroy()
