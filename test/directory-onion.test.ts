@@ -26,9 +26,13 @@ function visitor(): Promise<TorDialer> {
   return visitorDialer
 }
 
-/** Waits until the onion answers at all (its descriptor may not be fetchable for a few seconds after upload). */
+/**
+ * Waits until the onion answers at all (its descriptor may not be fetchable for a few seconds after upload). After a
+ * restart of the same service, the visitor tor may still hold the old descriptor, whose intro points are gone; its
+ * requests then stall until tor gives up on them and refetches — usually seconds, rarely minutes on a busy machine.
+ */
 async function reachable(dialer: TorDialer, address: string): Promise<void> {
-  const socket = await dialer.dialWithRetry(address, 80, { deadlineMs: 90_000 })
+  const socket = await dialer.dialWithRetry(address, 80, { deadlineMs: 240_000 })
   socket.destroy()
 }
 
