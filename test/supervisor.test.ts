@@ -10,6 +10,7 @@ import test from 'ava'
 import { P2PMessError, TorError } from '../src/errors.js'
 import { onionServiceKeyFromSeed } from '../src/protocol/onion.js'
 import { createTorDialer } from '../src/tor/dialer.js'
+import { publishOnionService } from '../src/tor/onion-service.js'
 import type { TorProcess } from '../src/tor/process.js'
 import { TorSupervisor, type SupervisorEvent } from '../src/tor/supervisor.js'
 import { roundTrip, startReverseEchoServer } from './helpers/net.js'
@@ -86,6 +87,36 @@ test.serial('start: bootstrap progress rises to 100, then ready with a SOCKS por
   t.true(alive(sup.pid))
   await sup.ready()
   t.log(`bootstrap progress: ${progress.join(' ')}`)
+})
+
+test.serial('forgetOnionDescriptors: tor fetches an onion descriptor again instead of using its cache', async (t) => {
+  const [sup, host] = await Promise.all([supervisor(), visitor()])
+  const key = onionServiceKeyFromSeed(new Uint8Array(randomBytes(32)))
+  const { address } = await publishOnionService(host.controller, {
+    expandedSecretKey: key.expandedSecretKey,
+    virtualPort: 80,
+    targetPort: await startReverseEchoServer(t),
+    timeoutMs: 60_000,
+  })
+  const serviceId = address.slice(0, 56)
+  const fetches: string[] = []
+  await sup.controller.setEvents(['HS_DESC'])
+  const off = sup.controller.onEvent((e) => {
+    if (e.type === 'hs_desc' && e.action === 'REQUESTED' && e.address === serviceId) fetches.push(e.action)
+  })
+  t.teardown(off)
+  const dial = async (): Promise<void> => {
+    const socket = await sup.dialer.dialWithRetry(address, 80, { deadlineMs: 90_000 })
+    socket.destroy()
+  }
+  await dial()
+  const fetched = fetches.length
+  t.true(fetched >= 1, 'the first dial fetches the descriptor')
+  await dial()
+  t.is(fetches.length, fetched, 'a second dial uses the cached descriptor')
+  await sup.forgetOnionDescriptors()
+  await dial()
+  t.true(fetches.length > fetched, 'after forgetOnionDescriptors the descriptor is fetched again')
 })
 
 test.serial('SIGKILL: restart on the same SOCKS port, the onion service is back at the same address and reachable again', async (t) => {

@@ -651,9 +651,15 @@ class Client implements P2PMessClient {
       let conn: Connection | undefined
       for (let attempt = 1; conn === undefined; attempt++) {
         abort.signal.throwIfAborted()
-        const socket = await this.#requireTor().dialer.dialWithRetry(verified.record.onion, SESSION_PORT, {
+        const tor = this.#requireTor()
+        const socket = await tor.dialer.dialWithRetry(verified.record.onion, SESSION_PORT, {
           deadlineMs: this.#options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
           signal: abort.signal,
+          // An attempt that hung is usually tor holding a descriptor from before the contact restarted.
+          onRetry: ({ error }) => {
+            if (error.code !== 'ERR_CONNECT_TIMEOUT') return
+            tor.forgetOnionDescriptors().catch((err: unknown) => this.#log.warn('NEWNYM failed', { error: describeError(err) }))
+          },
         })
         this.#track(socket)
         try {

@@ -252,6 +252,17 @@ export class TorSupervisor {
     }
   }
 
+  /**
+   * Makes tor forget what it cached about onion services (descriptors, intro-point failures) via SIGNAL NEWNYM,
+   * which runs hs_client_purge_state() (and also retires dirty circuits for new streams; open streams go on).
+   * For a dial that timed out: after a contact restarts, tor may hold their old descriptor, whose intro points
+   * are gone, and each request stalls until tor refetches; purging makes the next attempt fetch the new one.
+   * tor rate-limits NEWNYM and defers a too-early one, which is fine here.
+   */
+  async forgetOnionDescriptors(): Promise<void> {
+    await this.controller.signal('NEWNYM')
+  }
+
   /** Stops serving `address` and forgets it (no longer restored after restarts). */
   async removeOnionService(address: string): Promise<void> {
     const canonical = canonicalOnionAddress(address)
