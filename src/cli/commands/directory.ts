@@ -11,7 +11,7 @@ import { EXIT_OK, HELP_OPTION, TOR_OPTIONS, portOption, readNetworkJoin, reportE
 
 const OPTIONS = {
   db: { type: 'string', value: '<dir>', description: 'the record database (default: <data-dir>/db)' },
-  port: { type: 'string', value: '<n>', description: 'local port on 127.0.0.1 (default: any free port; 0 = any)' },
+  port: { type: 'string', value: '<n>', description: 'local port on 127.0.0.1 (default or 0: a free port picked by the system)' },
   onion: { type: 'boolean', description: 'publish the directory as a v3 onion service (starts its own tor)' },
   'data-dir': { type: 'string', value: '<dir>', description: "the directory's state: database and, with --onion, tor and the onion key (default: <client data dir>/directory)" },
   ...TOR_OPTIONS,
