@@ -28,7 +28,8 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { ClientEvent, ClientHandle } from '../src/client/api.js'
-import { DEFAULT_HEARTBEAT_INTERVAL_MS, startClient, type P2PMessClient } from '../src/client/client.js'
+import { startClient, type P2PMessClient } from '../src/client/client.js'
+import { DEFAULT_HEARTBEAT_INTERVAL } from '../src/protocol/heartbeat.js'
 import { InvalidArgumentError, SessionError, describeError } from '../src/errors.js'
 import type { LogFields, Logger } from '../src/log.js'
 import { MAX_TEXT_BYTES } from '../src/protocol/messages.js'
@@ -478,7 +479,7 @@ async function contacts(ctx: Ctx): Promise<void> {
   const peers: LightPeer[] = []
   const t0 = performance.now()
   for (let i = 0; i < CONTACTS; i += 10) {
-    peers.push(...(await Promise.all(Array.from({ length: Math.min(10, CONTACTS - i) }, () => ctx.host.addPeer([], { heartbeatIntervalMs: DEFAULT_HEARTBEAT_INTERVAL_MS })))))
+    peers.push(...(await Promise.all(Array.from({ length: Math.min(10, CONTACTS - i) }, () => ctx.host.addPeer([], { heartbeatIntervalMs: DEFAULT_HEARTBEAT_INTERVAL })))))
   }
   log(`${CONTACTS} light peers published in ${((performance.now() - t0) / 1000).toFixed(0)} s`)
   const dataDir = join(ctx.world.root, 'resource-client')
@@ -519,7 +520,7 @@ async function contacts(ctx: Ctx): Promise<void> {
     resourceRows.push(idle, busy)
     notes.push(
       `${CONTACTS} contacts: ${stillOnline} online at the end of a ${RESOURCE_WINDOW_MS / 1000} s window (${sessions} sessions open on the peer side), ` +
-        `heartbeats at the default H = ${DEFAULT_HEARTBEAT_INTERVAL_MS / 1000} s on both ends; peers: ${CONTACTS} light peers on one shared tor in the bench process`,
+        `heartbeats at the default H = ${DEFAULT_HEARTBEAT_INTERVAL / 1000} s on both ends; peers: ${CONTACTS} light peers on one shared tor in the bench process`,
     )
   } finally {
     await client.stop()

@@ -29,9 +29,4 @@ export function fileLogger(path: string, minLevel: LogLevel = 'info'): Logger {
   return makeLogger((line) => appendFileSync(path, line, { mode: 0o600 }), minLevel)
 }
 
-/** JSON lines on stderr, for the directory server and the network command. */
-export function stderrLogger(minLevel: LogLevel = 'info'): Logger {
-  return makeLogger((line) => process.stderr.write(line), minLevel)
-}
-
 export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} }

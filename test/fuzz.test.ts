@@ -396,7 +396,7 @@ test('tor control replies: the reader and every reply parser give typed errors',
       }
     })
     for (const reply of replies) {
-      for (const [name, parse] of parsers) check(t, 'control reply parsers', i, () => void parse(reply))
+      for (const [, parse] of parsers) check(t, 'control reply parsers', i, () => void parse(reply))
       for (const line of reply.lines) {
         check(t, 'keyword args / quoted strings', i, () => void parseKeywordArgs(line.text))
         check(t, 'keyword args / quoted strings', i, () => void readQuotedString(line.text, int(rng, line.text.length + 1)))

@@ -12,6 +12,7 @@ import { assertPublished, DirectoryClient } from '../directory-client.js'
 import { describeError, DirectoryError, hasCode, InvalidArgumentError, P2PMessError, SessionError, StorageError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import { fromBase64url, fromUtf8, toBase64url, utf8, wipe } from '../protocol/bytes.js'
+import { DEFAULT_HEARTBEAT_INTERVAL } from '../protocol/heartbeat.js'
 import { parsePeerId, safetyNumber, type Identity, type NoiseKeyPair } from '../protocol/identity.js'
 import { encodeMessage, newMessageId, type HelloMessage, type TextMessage } from '../protocol/messages.js'
 import { onionServiceKeyFromSeed } from '../protocol/onion.js'
@@ -31,7 +32,6 @@ export const CLIENT_VERSION = '0.1.0'
 /** Hello capability: "I have accepted you as a contact" (we added you, or accepted your request). */
 export const CAPABILITY_ACCEPTS = 'accepts'
 export const CAPABILITY_ACK = 'ack'
-export const DEFAULT_HEARTBEAT_INTERVAL_MS = 15_000
 export const DEFAULT_RECORD_LIFETIME_MS = 24 * 3600 * 1000
 const DEFAULT_DIAL_TIMEOUT_MS = 120_000
 const DEFAULT_PUBLISH_WAIT_MS = 30_000
@@ -227,7 +227,7 @@ class Client implements P2PMessClient {
     this.#random = options.random ?? Math.random
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff }
     redialDelay(1, 0, this.#backoff) // validates the policy now rather than at the first failure
-    this.#heartbeat = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS
+    this.#heartbeat = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL
     this.#identity = { seed: account.identitySeed, publicKey: account.identityKey }
     this.#noise = { secretKey: account.noiseSecret, publicKey: account.noisePublic }
     if (options.onEvent !== undefined) this.#listeners.add(options.onEvent)

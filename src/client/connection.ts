@@ -9,8 +9,7 @@
 import type { Duplex } from 'node:stream'
 import { InvalidArgumentError, P2PMessError, SessionError } from '../errors.js'
 import { AEAD_TAG_LENGTH, FrameDecoder } from '../protocol/framing.js'
-import { heartbeatDecision } from '../protocol/heartbeat.js'
-import type { Identity, NoiseKeyPair } from '../protocol/identity.js'
+import { DEFAULT_HEARTBEAT_INTERVAL, heartbeatDecision } from '../protocol/heartbeat.js'
 import {
   MAX_TEXT_BYTES,
   MESSAGE_ID_LENGTH,
@@ -26,6 +25,8 @@ import {
   respondSession,
   type AuthenticatedPeer,
   type EstablishedSession,
+  type InitiatorOptions,
+  type ResponderOptions,
   type SecureTransport,
 } from '../protocol/session.js'
 
@@ -69,22 +70,10 @@ export interface ConnectionOptions {
   rekeyInterval?: number
 }
 
-export interface InitiateOptions extends ConnectionOptions {
-  identity: Identity
-  noiseStatic: NoiseKeyPair
-  /** From the responder's verified record, like `remoteOnion`. */
-  remoteNoiseKey: Uint8Array
-  remoteOnion: string
-  expectedPeerId: string
-  /** Our serialized signed record, so the responder can call us back. */
-  record?: Uint8Array
-}
+/** The session layer's options plus this connection's; passed through to `initiateSession` as they are. */
+export interface InitiateOptions extends ConnectionOptions, InitiatorOptions {}
 
-export interface RespondOptions extends ConnectionOptions {
-  identity: Identity
-  noiseStatic: NoiseKeyPair
-  ownOnion: string
-  record?: Uint8Array
+export interface RespondOptions extends ConnectionOptions, ResponderOptions {
   /** Decides on the proven caller before we answer; false closes the stream without a reply (ERR_PEER_REFUSED). */
   admit: (peer: AuthenticatedPeer) => boolean | Promise<boolean>
 }
@@ -102,7 +91,7 @@ function asP2P(err: unknown, fallback: string): P2PMessError {
 }
 
 function checkOptions(options: ConnectionOptions): { interval: number; handshakeTimeout: number; clock: () => number } {
-  const { heartbeatIntervalMs = 15_000, handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS, clock = () => performance.now() } = options
+  const { heartbeatIntervalMs = DEFAULT_HEARTBEAT_INTERVAL, handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS, clock = () => performance.now() } = options
   for (const [name, v] of [['heartbeatIntervalMs', heartbeatIntervalMs], ['handshakeTimeoutMs', handshakeTimeoutMs]] as const) {
     if (!Number.isSafeInteger(v) || v < 1 || v > 2 ** 30) throw new InvalidArgumentError(`${name} must be an integer number of ms in 1..2^30`)
   }
@@ -165,15 +154,7 @@ export class Connection {
     const { handshakeTimeout } = checkOptions(options)
     let conn: Connection | undefined
     try {
-      const initiator = initiateSession({
-        identity: options.identity,
-        noiseStatic: options.noiseStatic,
-        remoteNoiseKey: options.remoteNoiseKey,
-        remoteOnion: options.remoteOnion,
-        expectedPeerId: options.expectedPeerId,
-        ...(options.record === undefined ? {} : { record: options.record }),
-        ...(options.rekeyInterval === undefined ? {} : { rekeyInterval: options.rekeyInterval }),
-      })
+      const initiator = initiateSession(options)
       conn = new Connection(socket, 'initiator', options)
       const deadline = conn.#clock() + handshakeTimeout
       conn.#write(initiator.firstMessage())
@@ -198,13 +179,7 @@ export class Connection {
     if (typeof options.admit !== 'function') throw new InvalidArgumentError('admit must be a function')
     let conn: Connection | undefined
     try {
-      const responder = respondSession({
-        identity: options.identity,
-        noiseStatic: options.noiseStatic,
-        ownOnion: options.ownOnion,
-        ...(options.record === undefined ? {} : { record: options.record }),
-        ...(options.rekeyInterval === undefined ? {} : { rekeyInterval: options.rekeyInterval }),
-      })
+      const responder = respondSession(options)
       conn = new Connection(socket, 'responder', options)
       const deadline = conn.#clock() + handshakeTimeout
       const peer = responder.readFirstMessage(await conn.#nextFrame(deadline))

@@ -4,7 +4,8 @@
  */
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { DEFAULT_HEARTBEAT_INTERVAL_MS, startClient } from '../../client/client.js'
+import { startClient } from '../../client/client.js'
+import { DEFAULT_HEARTBEAT_INTERVAL } from '../../protocol/heartbeat.js'
 import type { ClientHandle } from '../../client/api.js'
 import { runHeadless } from '../../client/headless.js'
 import { fileLogger } from '../../log.js'
@@ -34,7 +35,7 @@ const OPTIONS = {
   ...ACCOUNT_OPTIONS,
   directory: { type: 'string', multiple: true, value: '<url>', env: 'P2PMESS_DIRECTORIES', description: 'a directory to publish to and look peers up in; the env variable takes a comma-separated list' },
   ...TOR_OPTIONS,
-  heartbeat: { type: 'string', value: '<seconds>', description: `heartbeat interval; a silent contact is offline within two (default ${DEFAULT_HEARTBEAT_INTERVAL_MS / 1000})` },
+  heartbeat: { type: 'string', value: '<seconds>', description: `heartbeat interval; a silent contact is offline within two (default ${DEFAULT_HEARTBEAT_INTERVAL / 1000})` },
   headless: { type: 'boolean', description: 'no UI: JSON-lines commands on stdin, events and results on stdout (docs/HEADLESS.md)' },
   ...HELP_OPTION,
 } as const
