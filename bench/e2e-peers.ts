@@ -40,13 +40,27 @@ export interface LightPeer {
   readonly received: number
 }
 
-/** Resolves once tor reports a descriptor for `serviceId` uploaded (control-spec §4.1.25). */
+/**
+ * Resolves once every descriptor upload tor launched for the service has been answered, at least one of them
+ * UPLOADED (control-spec §4.1.25: one UPLOAD event per HSDir, then UPLOADED or FAILED for each). A measurement
+ * must not start while some HSDirs still lack the descriptor: a dial that asks one of them first gets
+ * 0xF0 (descriptor not found) and retries a second later, which says nothing about the dialler.
+ */
 async function addOnion(supervisor: TorSupervisor, key: { expandedSecretKey: Uint8Array; address: string }, ports: ExtraPort[]): Promise<void> {
   const controller = supervisor.controller
   const address = key.address.slice(0, -'.onion'.length)
   await controller.setEvents(['HS_DESC'])
+  let launched = 0
+  let answered = 0
+  let ok = 0
   const uploaded = controller.waitForEvent(
-    (e) => (e.type === 'hs_desc' && e.action === 'UPLOADED' && e.address === address ? true : undefined),
+    (e) => {
+      if (e.type !== 'hs_desc' || e.address !== address) return undefined
+      if (e.action === 'UPLOAD') launched++
+      if (e.action === 'UPLOADED') ok++
+      if (e.action === 'UPLOADED' || e.action === 'FAILED') answered++
+      return ok > 0 && answered >= launched ? true : undefined
+    },
     PUBLISH_TIMEOUT_MS,
     `descriptor upload of ${address}.onion`,
   )

@@ -387,6 +387,10 @@ async function firstMessage(ctx: Ctx): Promise<void> {
     } finally {
       socket.destroy()
     }
+    if (ours.at(-1)! > 1_000) {
+      // A slow sample: the client's own account of it (its log lines since the add, times from the add).
+      for (const { at, value } of ctx.observed.logs.slice(logFrom)) log(`  +${ms(at - t0, 0)} ${value.msg} ${JSON.stringify(value.fields ?? {})}`)
+    }
     log(`first message ${k + 1}: ours ${ms(ours.at(-1)!, 0)} (lookup ${ms(phases.lookup.at(-1)!, 0)}, dial+handshake ${ms(phases.dialHandshake.at(-1)!, 0)}, hello ${ms(phases.hello.at(-1)!, 0)}, text+ack ${ms(phases.textAck.at(-1)!, 0)}); bare connect+echo ${ms(bare.at(-1)!, 0)}`)
   }
   ratioRow('first message to a new contact', ours, bare, 'ms', { max: 1.25 })

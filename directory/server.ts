@@ -67,7 +67,8 @@ export async function startDirectoryServer(options: DirectoryServerOptions): Pro
   // Slow clients (everyone arrives through tor from 127.0.0.1) may not hold connections open indefinitely.
   server.headersTimeout = 10_000
   server.requestTimeout = 15_000
-  server.keepAliveTimeout = 5_000
+  // Idle kept-alive streams let a client's next lookup skip a stream setup over tor (src/tor/dialer.ts agent).
+  server.keepAliveTimeout = 30_000
   try {
     await listen(server, port, host)
   } catch (cause) {

@@ -210,8 +210,25 @@ export class DirectoryClient {
     return { kind: 'found', url, verified: { record, identityKey, noiseKey, onionPublicKey } }
   }
 
-  /** One HTTP exchange through the tor agent, bounded in time and in response size. */
-  #exchange(base: string, method: 'GET' | 'PUT', path: string, body?: Uint8Array): Promise<HttpResponse> {
+  /** Closes the streams the agent keeps alive between requests. */
+  close(): void {
+    this.#agent.destroy()
+  }
+
+  /**
+   * One HTTP exchange through the tor agent, bounded in time and in response size. The agent keeps streams alive
+   * between requests; a kept-alive stream the directory closed just as we reused it (the request failed before
+   * any answer, RFC 9110 §9.2.2) is retried once on a fresh stream.
+   */
+  async #exchange(base: string, method: 'GET' | 'PUT', path: string, body?: Uint8Array): Promise<HttpResponse> {
+    const first = await this.#exchangeOnce(base, method, path, body, true)
+    if (first !== STALE_STREAM) return first
+    const second = await this.#exchangeOnce(base, method, path, body, false)
+    if (second === STALE_STREAM) throw new DirectoryError('ERR_DIRECTORY_UNREACHABLE', `Directory ${base} closed the connection.`, { details: { url: base } })
+    return second
+  }
+
+  #exchangeOnce(base: string, method: 'GET' | 'PUT', path: string, body: Uint8Array | undefined, mayRetry: boolean): Promise<HttpResponse | typeof STALE_STREAM> {
     const url = new URL(base + path)
     const client = url.protocol === 'https:' ? https : http
     const headers: http.OutgoingHttpHeaders = { accept: 'application/json' }
@@ -221,8 +238,9 @@ export class DirectoryClient {
     }
     return new Promise((resolve, reject) => {
       let done = false
+      let answered = false
       let timer: NodeJS.Timeout | undefined
-      const finish = (result: HttpResponse | P2PMessError): void => {
+      const finish = (result: HttpResponse | P2PMessError | typeof STALE_STREAM): void => {
         if (done) return
         done = true
         clearTimeout(timer)
@@ -237,6 +255,7 @@ export class DirectoryClient {
         new DirectoryError('ERR_DIRECTORY_UNREACHABLE', `Directory ${base} ${message}`, { cause, details: { url: base, ...(cause instanceof P2PMessError ? { reason: cause.code } : {}) } })
 
       const req = client.request(url, { method, headers, agent: this.#agent }, (res) => {
+        answered = true
         const status = res.statusCode ?? 0
         const contentType = res.headers['content-type']
         const retryAfter = res.headers['retry-after']
@@ -257,12 +276,18 @@ export class DirectoryClient {
         res.on('error', (cause) => finish(unreachable('broke off its answer.', cause)))
         res.on('close', () => finish(unreachable('broke off its answer.')))
       })
-      req.on('error', (cause) => finish(unreachable(cause instanceof P2PMessError ? `is unreachable: ${cause.message}` : 'is unreachable.', cause)))
+      req.on('error', (cause) => {
+        if (mayRetry && req.reusedSocket && !answered) return finish(STALE_STREAM)
+        finish(unreachable(cause instanceof P2PMessError ? `is unreachable: ${cause.message}` : 'is unreachable.', cause))
+      })
       timer = setTimeout(() => finish(unreachable(`did not answer within ${this.#timeoutMs} ms.`)), this.#timeoutMs)
       req.end(body)
     })
   }
 }
+
+/** #exchangeOnce's answer when a reused kept-alive stream failed before any response: try a fresh one. */
+const STALE_STREAM = Symbol('stale kept-alive stream')
 
 /**
  * Succeeds when at least one directory took the record. Otherwise throws DirectoryError, most actionable first:

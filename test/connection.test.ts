@@ -104,16 +104,45 @@ async function rawCaller(t: ExecutionContext, handler = recorder(), options: { h
   const initiator = initiateSession({ identity: alice.identity, noiseStatic: alice.noise, remoteNoiseKey: bob.noise.publicKey, remoteOnion: bob.onion, expectedPeerId: bob.peerId })
   raw.write(initiator.firstMessage())
   const decoder = new FrameDecoder()
-  const responderSide = Connection.respond(sb, { identity: bob.identity, noiseStatic: bob.noise, ownOnion: bob.onion, admit: () => true, ...options })
-  const [chunk] = (await once(raw, 'data')) as [Uint8Array]
-  const [frame] = decoder.push(chunk)
-  const { transport } = initiator.receiveResponse(frame!)
-  const b = await responderSide
+  const frames: Uint8Array[] = []
+  const collect = (chunk: Uint8Array): void => void frames.push(...decoder.push(chunk))
+  raw.on('data', collect)
+  // The responder holds message 2 until start() adds its hello: both arrive in one write.
+  const b = await Connection.respond(sb, { identity: bob.identity, noiseStatic: bob.noise, ownOnion: bob.onion, admit: () => true, ...options })
+  t.is(sb.writableCorked, 1, 'message 2 is held until start()')
   b.start(handler, HELLO)
+  t.is(sb.writableCorked, 0, 'start() sends message 2 and the hello together')
+  while (frames.length < 2) await within(5_000, once(raw, 'data'), 'message 2 and hello')
+  raw.off('data', collect)
+  const { transport } = initiator.receiveResponse(frames[0]!)
+  t.is(transport.open(frames[1]!).type, 'hello')
   raw.write(transport.seal(HELLO))
   await within(5_000, handler.next('hello'), 'hello')
   return { raw, transport: transport as SecureTransport, b, handler }
 }
+
+test('hold() keeps frames in one write until released; release is idempotent and close flushes', async (t) => {
+  const { a, b } = await connectedPair(t)
+  const ha = recorder()
+  const hb = recorder()
+  b.start(hb, HELLO)
+  const release = a.hold()
+  a.start(ha, HELLO)
+  t.true(a.sendText(new Uint8Array(16).fill(7), 'held with the hello', 1000))
+  await within(5_000, ha.next('hello'), 'hello at a')
+  t.is(hb.messages.length, 0, 'nothing of a reached b while held')
+  release()
+  release()
+  await within(5_000, hb.next('text'), 'text at b')
+  t.deepEqual(hb.messages.map((m) => m.type), ['hello', 'text'])
+
+  a.hold()
+  t.true(a.sendText(new Uint8Array(16).fill(8), 'flushed by close', 1001))
+  await a.close('done')
+  await within(5_000, hb.next('text'), 'second text at b')
+  const closed = await within(5_000, hb.closedCause, 'close at b')
+  t.is(closed.kind, 'bye')
+})
 
 test('handshake, hello, texts both ways and acks over a loopback pair', async (t) => {
   const { a, b, alice, bob } = await connectedPair(t)

@@ -33,6 +33,8 @@ interface Reply {
   chunked?: boolean
   /** Never answer. */
   hang?: boolean
+  /** Drop the connection without answering (a kept-alive stream closed just as it was reused). */
+  drop?: boolean
 }
 
 interface Double {
@@ -50,6 +52,7 @@ async function startDouble(t: { teardown: (fn: () => void) => void }, reply: (re
       double.hits.push({ method: req.method ?? '', url: req.url ?? '', body })
       const r = double.reply(req)
       if (r.hang === true) return
+      if (r.drop === true) return void req.socket.destroy()
       res.statusCode = r.status
       res.setHeader('content-type', r.type ?? 'application/json')
       const payload = typeof r.body === 'string' ? Buffer.from(r.body) : Buffer.from(r.body ?? new Uint8Array(0))
@@ -110,6 +113,21 @@ test('lookup: asks every directory by name through tor; the newest valid seq win
     socks.requests.map((r) => [r.atyp, r.host, r.port]).sort(),
     [[0x03, 'dir-a.example', 80], [0x03, 'dir-b.example', 8080], [0x03, onionOf(9), 80]].sort(),
   )
+})
+
+test('lookup: a kept-alive stream is reused; one dropped as it is reused is retried once on a fresh stream', async (t) => {
+  const r = record(1, 3)
+  let requests = 0
+  const a = await startDouble(t, () => (++requests === 3 ? { status: 0, drop: true } : serve(r)))
+  const { socks, agent } = await fakeTor(t, { 'dir-a.example': a.port })
+  const client = new DirectoryClient({ urls: [A], agent, now: () => NOW })
+  await client.lookup(r.id, { fresh: true })
+  await client.lookup(r.id, { fresh: true })
+  t.is(socks.requests.length, 1, 'the second lookup went down the same tor stream')
+  const got = await client.lookup(r.id, { fresh: true })
+  t.deepEqual(got.record, r)
+  t.is(a.hits.length, 4, 'the dropped request was sent again')
+  t.is(socks.requests.length, 2, 'on a new stream')
 })
 
 test('lookup: forged, foreign and expired records are ignored; alone they give ERR_DIRECTORY_INVALID_RECORD', async (t) => {

@@ -37,6 +37,8 @@ const DEFAULT_DIAL_TIMEOUT_MS = 120_000
 const DEFAULT_PUBLISH_WAIT_MS = 30_000
 /** Incoming streams (handshaking or live) held at once; more are cut at once. */
 const MAX_INCOMING = 64
+/** Longest our hello waits for the peer's on a session we dialled (see #attach). */
+const HELLO_HOLD_MS = 500
 const RECORD_SEQ_KEY = 'record-seq'
 /** The most history entries ClientDb.history returns at once. */
 const MAX_HISTORY = 1000
@@ -93,6 +95,8 @@ interface Session {
    */
   written: number | undefined
   closed: boolean
+  /** Releases our held hello (sessions we dialled: see #attach); idempotent. */
+  release: () => void
 }
 
 type Dial = { kind: 'idle' } | { kind: 'dialing'; abort: AbortController } | { kind: 'waiting'; timer: NodeJS.Timeout }
@@ -285,6 +289,7 @@ class Client implements P2PMessClient {
       for (const peer of this.#peers.values()) this.#cancelDial(peer)
       await Promise.all([...this.#connections].map((c) => c.close('shutdown')))
       for (const socket of this.#sockets) socket.destroy()
+      this.#directory?.close() // its kept-alive streams
       const server = this.#server
       if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()))
       await this.#tor?.stop().catch((err: unknown) => this.#log.warn('tor stop failed', { error: describeError(err) }))
@@ -656,7 +661,8 @@ class Client implements P2PMessClient {
           deadlineMs: this.#options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
           signal: abort.signal,
           // An attempt that hung is usually tor holding a descriptor from before the contact restarted.
-          onRetry: ({ error }) => {
+          onRetry: ({ error, attempt }) => {
+            this.#log.info('dial attempt failed', { peerId, attempt, code: error.code })
             if (error.code !== 'ERR_CONNECT_TIMEOUT') return
             tor.forgetOnionDescriptors().catch((err: unknown) => this.#log.warn('NEWNYM failed', { error: describeError(err) }))
           },
@@ -747,7 +753,21 @@ class Client implements P2PMessClient {
     }
     const known = this.#peers.get(peer.peerId)
     const weAccept = known !== undefined && wantsSession(known.contact)
-    const session: Session = { conn, initiator, peer, hello: false, peerAccepts: false, weAccept, written: undefined, closed: false }
+    // On a session we dialled, the peer's hello comes right behind message 2 and its arrival flushes our outbox:
+    // our hello is held until that first flush so both leave in one write (Connection.hold), never longer than
+    // HELLO_HOLD_MS. Written apart, the first text would trail the hello by the flush's database steps and could
+    // then wait ~40 ms for a delayed ACK inside tor.
+    let release = (): void => {}
+    if (initiator === 'local') {
+      const unhold = conn.hold()
+      const timer = setTimeout(unhold, HELLO_HOLD_MS)
+      timer.unref()
+      release = () => {
+        clearTimeout(timer)
+        unhold()
+      }
+    }
+    const session: Session = { conn, initiator, peer, hello: false, peerAccepts: false, weAccept, written: undefined, closed: false, release }
     this.#connections.add(conn)
     const hello: HelloMessage = {
       type: 'hello',
@@ -798,10 +818,12 @@ class Client implements P2PMessClient {
         session.hello = true
         session.peerAccepts = m.capabilities.includes(CAPABILITY_ACCEPTS)
         return this.#serial(peerId, () =>
-          this.#sessionUp(session).catch((err: unknown) => {
-            void session.conn.close('protocol-error')
-            throw err
-          }),
+          this.#sessionUp(session)
+            .catch((err: unknown) => {
+              void session.conn.close('protocol-error')
+              throw err
+            })
+            .finally(session.release),
         )
       case 'text':
         return this.#serial(peerId, () => this.#receiveText(session, m))
@@ -929,6 +951,7 @@ class Client implements P2PMessClient {
   /** A connection ended. If it was the live session: presence drops and a redial is scheduled. */
   #onClosed(session: Session, cause: CloseCause): void {
     session.closed = true
+    session.release()
     this.#connections.delete(session.conn)
     const peerId = session.peer.peerId
     const how = cause.kind === 'error' ? cause.error.code : cause.kind === 'bye' ? `bye ${cause.bye.reason} ${cause.bye.detail}` : `local ${cause.detail}`

@@ -121,6 +121,8 @@ export class Connection {
   #failure: P2PMessError | undefined
   #state: State = { kind: 'handshake' }
   #lastSent = 0
+  /** Set by respond(): releases message 2, held so that start() can add our hello to the same write. */
+  #unholdOnStart: (() => void) | undefined
   #lastReceived = 0
   #textSeq = 0
   #ping: { nonce: number; at: number } | undefined
@@ -188,6 +190,11 @@ export class Connection {
       }
       if (conn.#failure !== undefined) throw conn.#failure
       const { message, session } = responder.response()
+      // Message 2 and our hello leave in one write when start() follows in the same turn of the event loop (it
+      // releases the hold; see hold()); otherwise message 2 leaves at the end of this turn.
+      const unhold = conn.hold()
+      conn.#unholdOnStart = unhold
+      setImmediate(unhold)
       conn.#write(message)
       conn.#established(session)
       return conn
@@ -212,12 +219,31 @@ export class Connection {
     if (state.kind !== 'ready') throw new SessionError('ERR_SESSION_PROTOCOL', 'start() needs a finished handshake, once')
     this.#state = { kind: 'open', transport: state.transport, handler, timer: undefined }
     this.#send(hello)
+    this.#unholdOnStart?.()
+    this.#unholdOnStart = undefined
     for (const frame of this.#queue.splice(0)) {
       if (this.#state.kind !== 'open') return
       this.#receive(frame)
     }
     if (this.#failure !== undefined) return this.#fail(this.#failure)
     this.#heartbeat()
+  }
+
+  /**
+   * Holds our outgoing frames in the stream's buffer until the returned function is called (idempotent; closing
+   * the connection flushes them too), so frames produced apart in time leave in one write. Why it matters: tor
+   * relays bytes written apart as separate cells, and its links do not disable Nagle, so a second small write
+   * that follows the first within a round trip can wait for a delayed ACK (~40 ms on Linux) on some link
+   * (docs/DECISIONS.md "Coalescing writes").
+   */
+  hold(): () => void {
+    this.#socket.cork()
+    let held = true
+    return () => {
+      if (!held) return
+      held = false
+      this.#socket.uncork()
+    }
   }
 
   /** Sends a text with the next per-session seq. False if the connection is not open. */

@@ -225,7 +225,10 @@ function createAgent(dial: Dial, where: string): http.Agent {
       }
     }
   }
-  const torAgent = new TorAgent(`socks5h://${where}`)
+  // Kept-alive streams spare the next request a stream setup (a RELAY_BEGIN round trip on the circuit). Node
+  // retires an idle one before the server's announced Keep-Alive timeout; the directory client retries a
+  // request whose reused stream the server closed anyway.
+  const torAgent = new TorAgent(`socks5h://${where}`, { keepAlive: true })
   torAgents.add(torAgent)
   return torAgent
 }
