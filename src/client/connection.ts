@@ -164,10 +164,7 @@ export class Connection {
       conn.#established(session)
       return conn
     } catch (err) {
-      const error = asP2P(err, 'handshake failed')
-      if (conn === undefined) socket.destroy()
-      else conn.#abort(error)
-      throw error
+      throw Connection.#handshakeFailed(socket, conn, err)
     }
   }
 
@@ -199,11 +196,16 @@ export class Connection {
       conn.#established(session)
       return conn
     } catch (err) {
-      const error = asP2P(err, 'handshake failed')
-      if (conn === undefined) socket.destroy()
-      else conn.#abort(error)
-      throw error
+      throw Connection.#handshakeFailed(socket, conn, err)
     }
+  }
+
+  /** A handshake that failed: the stream is destroyed; returns the typed error to throw. */
+  static #handshakeFailed(socket: Duplex, conn: Connection | undefined, err: unknown): P2PMessError {
+    const error = asP2P(err, 'handshake failed')
+    if (conn === undefined) socket.destroy()
+    else conn.#abort(error)
+    return error
   }
 
   get open(): boolean {
