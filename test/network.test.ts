@@ -89,6 +89,10 @@ test('two client tors bootstrap on the private network and see every relay', asy
     t.regex(info.get('status/bootstrap-phase') ?? '', /PROGRESS=100/)
     const listed = consensusFingerprints(info.get('ns/all') ?? '')
     for (const fp of network.relays ?? []) t.true(listed.has(fp), `relay ${fp} missing from the consensus`)
+    // A fixed circuit build timeout, not one learned on loopback (~40 ms, which abandons good circuits).
+    const conf = await tor.controller.getConf(['LearnCircuitBuildTimeout', 'CircuitBuildTimeout'])
+    t.deepEqual(conf.get('LearnCircuitBuildTimeout'), ['0'])
+    t.deepEqual(conf.get('CircuitBuildTimeout'), ['10'])
   }
   t.is(progress.at(-1), 100)
 })
