@@ -23,7 +23,7 @@ import { baseTorrc, launchTor, resolveTorPath, type NetworkJoin, type TorProcess
 export interface NetworkOptions {
   /** Directory authorities (default 3). */
   authorities?: number
-  /** Relays besides the authorities (default 3). Authorities relay too; at least 4 nodes in all. */
+  /** Relays besides the authorities (default 7: see DEFAULT_RELAYS). Authorities relay too; at least 4 nodes in all. */
   relays?: number
   /** Parent of the network's temporary directory (default os.tmpdir()). */
   baseDir?: string
@@ -69,6 +69,13 @@ interface Ports {
   dir?: number
 }
 
+/**
+ * Relays besides the 3 authorities. With 6 nodes in all, a rendezvous circuit's two halves often crossed one link
+ * twice in the same direction, and the second cell waited for a delayed ACK (tor keeps Nagle on) on every round
+ * trip: 5 of 30 fresh circuits had ~96 ms round trips instead of 8-16 ms. With 10 nodes: 1 of 30, and onion
+ * connects p95 324 -> 256 ms; the network forms as fast (~9-10 s). docs/DECISIONS.md, "Private Tor network".
+ */
+const DEFAULT_RELAYS = 7
 const MIN_NODES = 4
 const MAX_NODES = 32
 const PORT_ATTEMPTS = 3
@@ -298,7 +305,7 @@ function trackDir(dir: string): void {
 export async function startNetwork(options: NetworkOptions = {}): Promise<PrivateNetwork> {
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object')
   const authorities = checkCount(options.authorities ?? 3, 'options.authorities', 1)
-  const relays = checkCount(options.relays ?? 3, 'options.relays', 0)
+  const relays = checkCount(options.relays ?? DEFAULT_RELAYS, 'options.relays', 0)
   if (authorities + relays < MIN_NODES) {
     throw new InvalidArgumentError(`a network needs at least ${MIN_NODES} nodes (authorities + relays) for onion services to be reachable`)
   }
