@@ -23,7 +23,7 @@
  * Flags: --quick (fewer samples), --contacts N (default 100), --only a,b (sections: rtt,first,bulk,dead,contacts;
  * 'dead' includes the real-peer round trip). Env P2PMESS_BENCH_DEBUG=1 logs the steps of the first-message samples.
  */
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -66,7 +66,7 @@ if (!Number.isInteger(CONTACTS) || CONTACTS < 1 || CONTACTS > 500) throw new Inv
 const SECTIONS = new Set((flags.only ?? 'rtt,first,bulk,dead,contacts').split(','))
 const RTT_SAMPLES = quick ? 60 : 200
 const RTT_CIRCUITS = quick ? 1 : 3
-const FIRST_SAMPLES = quick ? 4 : 10
+const FIRST_SAMPLES = quick ? 4 : 20
 const BULK_MESSAGES = quick ? 60 : 200
 const BULK_ROUNDS = quick ? 2 : 3
 const DEAD_SAMPLES = quick ? 2 : 5
@@ -355,7 +355,8 @@ async function bulk(ctx: Ctx, peer: LightPeer): Promise<void> {
 async function firstMessage(ctx: Ctx): Promise<void> {
   const ours: number[] = []
   const bare: number[] = []
-  const phases = { lookup: [] as number[], dialHandshake: [] as number[], hello: [] as number[], textAck: [] as number[] }
+  const phases = { lookup: [] as number[], connect: [] as number[], handshake: [] as number[], hello: [] as number[], textAck: [] as number[] }
+  const barePhases = { connect: [] as number[], echo: [] as number[] }
   const payload = Buffer.alloc(32, 0x62)
   const failedPairs: string[] = []
   for (let k = 0; k < FIRST_SAMPLES; k++) {
@@ -371,11 +372,13 @@ async function firstMessage(ctx: Ctx): Promise<void> {
       debug(`first message ${k + 1}: added`)
       const id = await send(ctx.client, peer.peerId, 'first message')
       const delivered = await ctx.observed.waitDelivered(id, 120_000)
+      const streamOpen = await ctx.observed.waitForLog((msg, f) => msg === 'tor stream open' && f?.['peerId'] === peer.peerId, 1, 'stream log', logFrom)
       const handshaken = await ctx.observed.waitForLog((msg, f) => msg === 'session handshaken' && f?.['peerId'] === peer.peerId, 1, 'handshake log', logFrom)
       const online = await ctx.observed.waitFor(presenceIs(peer.peerId, 'online'), 1, 'online', from)
       ours.push(delivered - t0)
       phases.lookup.push(tLookup - t0)
-      phases.dialHandshake.push(handshaken - tLookup)
+      phases.connect.push(streamOpen - tLookup)
+      phases.handshake.push(handshaken - streamOpen)
       phases.hello.push(online.at - handshaken)
       phases.textAck.push(delivered - online.at)
       if (ours.at(-1)! > 1_000) {
@@ -386,11 +389,15 @@ async function firstMessage(ctx: Ctx): Promise<void> {
     const bareOnce = async (): Promise<void> => {
       const b0 = performance.now()
       const socket = await ctx.dialer.dialWithRetry(fresh, ECHO_PORT, { deadlineMs: 120_000 })
+      const b1 = performance.now()
       socket.setNoDelay(true)
       socket.on('error', () => {})
       try {
         await echoOnce(socket, payload)
-        bare.push(performance.now() - b0)
+        const b2 = performance.now()
+        bare.push(b2 - b0)
+        barePhases.connect.push(b1 - b0)
+        barePhases.echo.push(b2 - b1)
       } finally {
         socket.destroy()
       }
@@ -412,24 +419,33 @@ async function firstMessage(ctx: Ctx): Promise<void> {
       ours.length = n.ours
       bare.length = n.bare
       for (const xs of Object.values(phases)) xs.length = n.ours
+      for (const xs of Object.values(barePhases)) xs.length = n.bare
       failedPairs.push(`pair ${k + 1}: ${side} failed: ${describeError(err)}`)
       log(`first message ${k + 1}: left out, ${side} failed: ${describeError(err)}`)
       continue
     }
-    log(`first message ${k + 1}: ours ${ms(ours.at(-1)!, 0)} (lookup ${ms(phases.lookup.at(-1)!, 0)}, dial+handshake ${ms(phases.dialHandshake.at(-1)!, 0)}, hello ${ms(phases.hello.at(-1)!, 0)}, text+ack ${ms(phases.textAck.at(-1)!, 0)}); bare connect+echo ${ms(bare.at(-1)!, 0)}`)
+    const last = (xs: number[]): string => ms(xs.at(-1)!, 0)
+    log(
+      `first message ${k + 1}: ours ${last(ours)} (lookup ${last(phases.lookup)}, tor connect ${last(phases.connect)}, handshake ${last(phases.handshake)}, ` +
+        `hello ${last(phases.hello)}, text+ack ${last(phases.textAck)}); bare ${last(bare)} (tor connect ${last(barePhases.connect)}, echo ${last(barePhases.echo)})`,
+    )
   }
   ratioRow('first message to a new contact', ours, bare, 'ms', { max: 1.25 })
   for (const f of failedPairs) notes.push(`first message: ${f}`)
   const p = (name: string, xs: number[]): string => `${name} ${ms(stats(xs).median, 0)}`
-  notes.push(`first message phases (medians): ${p('lookup', phases.lookup)}, ${p('dial+handshake', phases.dialHandshake)}, ${p('hello exchange', phases.hello)}, ${p('text+ack', phases.textAck)}`)
+  notes.push(
+    `first message phases (medians): ours ${p('lookup', phases.lookup)}, ${p('tor connect', phases.connect)}, ${p('IK handshake', phases.handshake)}, ` +
+      `${p('hello exchange', phases.hello)}, ${p('text+ack', phases.textAck)}; bare ${p('tor connect', barePhases.connect)}, ${p('echo', barePhases.echo)}`,
+  )
 }
 
 /**
  * Round trip to a real client (it stores each text, fsync'd, before acking) vs the heartbeat ping/pong of the very
  * same session (tor circuit + Noise + framing, no database). Each round: the next ping/pong of our client, a text
- * sent right after it, then — once the session has been quiet for QUIET_MS — another text. Both ends ping on the
- * same 2 s cadence, so a text sent right after our pong often follows the pong we just wrote to the peer's own
- * ping; the two texts show what such back-to-back frames cost (tor's links keep Nagle on: docs/DECISIONS.md).
+ * sent right after it, then — once the session has been quiet for QUIET_MS — another text. One heartbeat is
+ * ping → pong + ping → pong (the dialler leads, docs/PROTOCOL.md): when our client leads, the peer's ping arrives
+ * with the pong we time, so a text sent right after follows the pong we just wrote; the two texts show what such
+ * back-to-back frames cost (tor's links keep Nagle on: docs/DECISIONS.md).
  */
 async function realRoundTrip(ctx: Ctx, peerId: string): Promise<void> {
   const QUIET_MS = 250
@@ -451,8 +467,10 @@ async function realRoundTrip(ctx: Ctx, peerId: string): Promise<void> {
   }
   const row = ratioRow('round trip to a real client (quiet session) vs its heartbeat', quiet, pings, 'ms', { max: 1.1 })
   const after = stats(afterHeartbeat)
-  log(`round trip to a real client: quiet ${ms(row.ours.median)}, right after a heartbeat ${ms(after.median)} vs ping/pong ${ms(row.bare.median)} on the same session (${REAL_RTT_SAMPLES} each)`)
-  notes.push(`real client: a text sent right after a heartbeat exchange: p50 ${ms(after.median)}, p95 ${ms(after.p95)} = ${times(after.median / row.bare.median)} its ping/pong (${REAL_RTT_SAMPLES} samples)`)
+  const session = ctx.observed.logs.findLast(({ value }) => value.msg === 'session handshaken' && value.fields?.['peerId'] === peerId)
+  const leader = session?.value.fields?.['initiator'] === 'local' ? 'our client' : 'the peer'
+  log(`round trip to a real client: quiet ${ms(row.ours.median)}, right after a heartbeat ${ms(after.median)} vs ping/pong ${ms(row.bare.median)} on the same session (${REAL_RTT_SAMPLES} each; ${leader} leads the heartbeat)`)
+  notes.push(`real client: a text sent right after a heartbeat exchange: p50 ${ms(after.median)}, p95 ${ms(after.p95)} = ${times(after.median / row.bare.median)} its ping/pong (${REAL_RTT_SAMPLES} samples; ${leader} leads the heartbeat)`)
 }
 
 /** A real peer (headless child, own tor) is frozen or killed; how long until the client marks it unreachable. */
@@ -560,6 +578,12 @@ async function contacts(ctx: Ctx): Promise<void> {
     const sessions = peers.reduce((n, p) => n + p.sessions, 0)
     const stillOnline = (await client.must({ cmd: 'contacts' })).contacts?.filter((c) => c.presence === 'online').length ?? 0
     resourceRows.push(idle, busy)
+    if (stillOnline < CONTACTS) {
+      // Sessions dropped during the window: the client's own account of it (its log, last lines).
+      const lines = (await readFile(join(dataDir, 'client.log'), 'utf8').catch(() => '')).trimEnd().split('\n')
+      log(`${CONTACTS - stillOnline} contacts dropped during the window; the client's log, last 40 of ${lines.length} lines:`)
+      for (const line of lines.slice(-40)) log(`  ${line}`)
+    }
     notes.push(
       `${CONTACTS} contacts: ${stillOnline} online at the end of a ${RESOURCE_WINDOW_MS / 1000} s window (${sessions} sessions open on the peer side), ` +
         `heartbeats at the default H = ${DEFAULT_HEARTBEAT_INTERVAL / 1000} s on both ends; peers: ${CONTACTS} light peers on one shared tor in the bench process`,

@@ -668,6 +668,7 @@ class Client implements P2PMessClient {
           },
         })
         this.#track(socket)
+        this.#log.debug('tor stream open', { peerId, attempt })
         try {
           conn = await Connection.initiate(socket, {
             identity: this.#identity,
