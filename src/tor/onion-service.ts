@@ -86,6 +86,9 @@ export async function publishOnionService(controller: TorController, options: Pu
   const blob = torOnionKeyBlob(spec.expandedSecretKey).slice('ED25519-V3:'.length)
 
   const uploadFailures: string[] = []
+  // Only uploads after tor accepted our ADD_ONION count: when the key is already served, that service's own
+  // uploads (still going on to other HSDirs) must not pass for ours while tor's refusal is on its way.
+  let accepted = false
   let timer: NodeJS.Timeout | undefined
   let unsubscribe = (): void => {}
   const uploaded = new Promise<void>((resolve, reject) => {
@@ -98,7 +101,7 @@ export async function publishOnionService(controller: TorController, options: Pu
       }))
     }, timeoutMs)
     unsubscribe = controller.onEvent((e) => {
-      if (e.type !== 'hs_desc' || e.address !== serviceId) return
+      if (e.type !== 'hs_desc' || e.address !== serviceId || !accepted) return
       if (e.action === 'UPLOADED') resolve()
       else if (e.action === 'FAILED') uploadFailures.push(e.reason ?? 'UNKNOWN')
     })
@@ -115,7 +118,10 @@ export async function publishOnionService(controller: TorController, options: Pu
       ports: [{ virtualPort: spec.virtualPort, target: `127.0.0.1:${spec.targetPort}` }],
       flags: ['Detach'],
     }),
-  )
+  ).then((result) => {
+    accepted = true
+    return result
+  })
   added.catch(() => {})
   try {
     await Promise.race([added, uploaded])
