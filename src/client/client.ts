@@ -19,7 +19,7 @@ import { onionServiceKeyFromSeed } from '../protocol/onion.js'
 import { createRecord, serializeRecord, verifyRecord, type DirectoryRecord, type VerifiedRecord } from '../protocol/record.js'
 import { staleKeyRetry, type AuthenticatedPeer } from '../protocol/session.js'
 import { createAccount, loadAccount, type Account } from '../store/account.js'
-import { ClientDb, type Contact } from '../store/db.js'
+import { ClientDb, type Contact, type OutboxEntry } from '../store/db.js'
 import { databasePath } from '../store/paths.js'
 import type { NetworkJoin } from '../tor/process.js'
 import { TorSupervisor, type SupervisorEvent } from '../tor/supervisor.js'
@@ -564,11 +564,11 @@ class Client implements P2PMessClient {
     encodeMessage({ type: 'text', id: idBytes, seq: 0, sentAt: createdAt, body: body as string })
     const id = toBase64url(idBytes)
     const text = body as string
-    await this.#requireDb().enqueue(peer.contact.peerId, { id, body: text, createdAt })
+    const entry = await this.#requireDb().enqueue(peer.contact.peerId, { id, body: text, createdAt })
     peer.queued++
     this.#emit({ type: 'message', message: { peerId: peer.contact.peerId, id, direction: 'out', body: text, at: createdAt, status: 'queued' } })
     this.#emitContact(peer)
-    this.#serial(peer.contact.peerId, () => this.#flush(peer))
+    this.#serial(peer.contact.peerId, () => this.#flush(peer, entry))
     return id
   }
 
@@ -904,12 +904,18 @@ class Client implements P2PMessClient {
   /**
    * Sends the outbox entries not yet written on this session, oldest first, if both sides accept each other: on a
    * new session every pending entry, afterwards only those queued since (reads only those, not the whole outbox).
+   * `queued`, the entry just enqueued, is sent without reading the outbox when it is the very next one (outbox
+   * seqs are consecutive, and every later entry has its own flush queued behind this one).
    */
-  async #flush(peer: Peer): Promise<void> {
+  async #flush(peer: Peer, queued?: OutboxEntry): Promise<void> {
     const session = peer.live
     if (session === undefined || session.closed || !session.peerAccepts || peer.contact.state !== 'accepted') return
     const db = this.#requireDb()
-    const entries = await db.pending(peer.contact.peerId, session.written === undefined ? {} : { afterSeq: session.written })
+    const next = session.written === undefined ? undefined : session.written + 1
+    const entries =
+      queued !== undefined && queued.seq === next
+        ? [queued]
+        : await db.pending(peer.contact.peerId, session.written === undefined ? {} : { afterSeq: session.written })
     for (const entry of entries) {
       if (!session.conn.sendText(fromBase64url(entry.id, 16), entry.body, entry.createdAt)) return
       session.written = entry.seq

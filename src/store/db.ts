@@ -445,7 +445,9 @@ export class ClientDb {
     return this.#run(async () => {
       const entry = await this.#historyAt(peerId, keys.historyId(peerId, 'out', id))
       if (entry === undefined || entry.status !== 'queued') return false
-      await this.#write([{ type: 'put', key: keys.history(peerId, entry.seq), value: JSON.stringify({ ...entry, status: 'sent' }) }])
+      // Not fsync'd: on a fast circuit the ack arrives while this write is still in flight, and the delivered
+      // mark queues behind it. A crash may undo it; the entry is still in the outbox, so it is sent again.
+      await this.#write([{ type: 'put', key: keys.history(peerId, entry.seq), value: JSON.stringify({ ...entry, status: 'sent' }) }], false)
       return true
     })
   }
