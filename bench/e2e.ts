@@ -442,10 +442,9 @@ async function firstMessage(ctx: Ctx): Promise<void> {
 /**
  * Round trip to a real client (it stores each text, fsync'd, before acking) vs the heartbeat ping/pong of the very
  * same session (tor circuit + Noise + framing, no database). Each round: the next ping/pong of our client, a text
- * sent right after it, then — once the session has been quiet for QUIET_MS — another text. One heartbeat is
- * ping → pong + ping → pong (the dialler leads, docs/PROTOCOL.md): when our client leads, the peer's ping arrives
- * with the pong we time, so a text sent right after follows the pong we just wrote; the two texts show what such
- * back-to-back frames cost (tor's links keep Nagle on: docs/DECISIONS.md).
+ * sent right after it, then — once the session has been quiet for QUIET_MS — another text. Both ends ping on the
+ * same 2 s cadence, so a text sent right after our pong often follows the pong we just wrote to the peer's own
+ * ping; the two texts show what such back-to-back frames cost (tor's links keep Nagle on: docs/DECISIONS.md).
  */
 async function realRoundTrip(ctx: Ctx, peerId: string): Promise<void> {
   const QUIET_MS = 250
@@ -467,10 +466,8 @@ async function realRoundTrip(ctx: Ctx, peerId: string): Promise<void> {
   }
   const row = ratioRow('round trip to a real client (quiet session) vs its heartbeat', quiet, pings, 'ms', { max: 1.1 })
   const after = stats(afterHeartbeat)
-  const session = ctx.observed.logs.findLast(({ value }) => value.msg === 'session handshaken' && value.fields?.['peerId'] === peerId)
-  const leader = session?.value.fields?.['initiator'] === 'local' ? 'our client' : 'the peer'
-  log(`round trip to a real client: quiet ${ms(row.ours.median)}, right after a heartbeat ${ms(after.median)} vs ping/pong ${ms(row.bare.median)} on the same session (${REAL_RTT_SAMPLES} each; ${leader} leads the heartbeat)`)
-  notes.push(`real client: a text sent right after a heartbeat exchange: p50 ${ms(after.median)}, p95 ${ms(after.p95)} = ${times(after.median / row.bare.median)} its ping/pong (${REAL_RTT_SAMPLES} samples; ${leader} leads the heartbeat)`)
+  log(`round trip to a real client: quiet ${ms(row.ours.median)}, right after a heartbeat ${ms(after.median)} vs ping/pong ${ms(row.bare.median)} on the same session (${REAL_RTT_SAMPLES} each)`)
+  notes.push(`real client: a text sent right after a heartbeat exchange: p50 ${ms(after.median)}, p95 ${ms(after.p95)} = ${times(after.median / row.bare.median)} its ping/pong (${REAL_RTT_SAMPLES} samples)`)
 }
 
 /** A real peer (headless child, own tor) is frozen or killed; how long until the client marks it unreachable. */
@@ -581,8 +578,9 @@ async function contacts(ctx: Ctx): Promise<void> {
     if (stillOnline < CONTACTS) {
       // Sessions dropped during the window: the client's own account of it (its log, last lines).
       const lines = (await readFile(join(dataDir, 'client.log'), 'utf8').catch(() => '')).trimEnd().split('\n')
-      log(`${CONTACTS - stillOnline} contacts dropped during the window; the client's log, last 40 of ${lines.length} lines:`)
-      for (const line of lines.slice(-40)) log(`  ${line}`)
+      const ends = lines.filter((l) => /"msg":"(session closed|dial failed|tor [a-z ]+)"/.test(l))
+      log(`${CONTACTS - stillOnline} contacts dropped during the window; the client's log: ${lines.length} lines, ${ends.length} about sessions ending or tor, the last 40 of those:`)
+      for (const line of ends.slice(-40)) log(`  ${line}`)
     }
     notes.push(
       `${CONTACTS} contacts: ${stillOnline} online at the end of a ${RESOURCE_WINDOW_MS / 1000} s window (${sessions} sessions open on the peer side), ` +

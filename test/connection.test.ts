@@ -97,7 +97,7 @@ async function connectedPair(t: ExecutionContext, heartbeatIntervalMs = 15_000):
 }
 
 /** A hand-driven initiator on a raw socket: the test writes whatever bytes it likes after the handshake. */
-async function rawCaller(t: ExecutionContext, handler = recorder(), options: { heartbeatIntervalMs?: number; clock?: () => number } = {}) {
+async function rawCaller(t: ExecutionContext, handler = recorder(), options: { heartbeatIntervalMs?: number } = {}) {
   const [raw, sb] = await socketPair(t)
   const alice = peer()
   const bob = peer()
@@ -213,65 +213,18 @@ test('heartbeats: idle sessions ping, pong comes back, RTT is measured on both s
   await a.close('shutdown')
 })
 
-test('a silent dialler: the answering side pings on its own after 1.5H, declares it dead within 2H (ERR_SESSION_TIMEOUT)', async (t) => {
+test('a silent peer is declared dead within 2H (ERR_SESSION_TIMEOUT)', async (t) => {
   const H = 300
-  const opened = performance.now() // the follower's hello (its last frame sent) leaves after this
-  const { raw, transport, handler } = await rawCaller(t, recorder(), { heartbeatIntervalMs: H })
-  // The raw caller never pings, never answers and sends nothing more: it stopped keeping the beat.
+  const { handler } = await rawCaller(t, recorder(), { heartbeatIntervalMs: H })
+  // The raw caller never answers pings and sends nothing more.
   const started = performance.now()
-  const decoder = new FrameDecoder()
-  const pings: number[] = []
-  raw.on('data', (chunk: Buffer) => {
-    for (const f of decoder.push(chunk)) if (transport.open(f).type === 'ping') pings.push(performance.now() - opened)
-  })
   const cause = await within(10 * H, handler.closedCause, 'dead detection')
   const elapsed = performance.now() - started
   t.is(cause.kind, 'error')
   t.is(cause.kind === 'error' ? cause.error.code : '', 'ERR_SESSION_TIMEOUT')
   // Not early (the peer was heard just before `started`), and late only by timer latency.
   t.true(elapsed >= 1.5 * H && elapsed <= 2 * H + 250, `declared dead after ${Math.round(elapsed)} ms`)
-  // One ping of its own, 1.5H after its hello (a leader would have pinged at H).
-  t.is(pings.length, 1)
-  t.true(pings[0]! >= 1.5 * H, `own ping ${Math.round(pings[0]!)} ms after the hello`)
-  t.log(`follower pinged ${Math.round(pings[0]!)} ms after its hello, declared the dialler dead ${Math.round(elapsed)} ms after the last frame heard (H = ${H} ms)`)
-})
-
-test("the answering side follows the dialler's beat: its ping leaves in the pong's write, unless it sent something within H/2", async (t) => {
-  const H = 10_000
-  let offset = 0
-  const clock = (): number => performance.now() + offset
-  const handler = recorder()
-  const { raw, transport, b } = await rawCaller(t, handler, { heartbeatIntervalMs: H, clock })
-  const decoder = new FrameDecoder()
-  const writes: SessionMessage['type'][][] = []
-  let wake: (() => void) | undefined
-  raw.on('data', (chunk: Buffer) => {
-    writes.push(decoder.push(chunk).map((f) => transport.open(f).type as SessionMessage['type']))
-    wake?.()
-  })
-  const nextWrite = async (): Promise<SessionMessage['type'][]> => {
-    while (writes.length === 0) await within(5_000, new Promise<void>((r) => (wake = r)), 'a write from the follower')
-    return writes.shift()!
-  }
-  // The follower's clock says 0.6H passed since the session opened: our ping gets its pong and its ping at once.
-  offset = 0.6 * H
-  raw.write(transport.seal({ type: 'ping', nonce: 7, sentAt: 1 }))
-  t.deepEqual(await nextWrite(), ['pong', 'ping'])
-  // Answering its ping gives the follower an RTT sample.
-  const rtt = new Promise<number>((resolve) => (handler.rtt = resolve))
-  raw.write(transport.seal({ type: 'pong', nonce: 1, pingSentAt: 0, sentAt: 0 }))
-  t.true((await within(5_000, rtt, 'follower rtt')) >= 0)
-  // It just pinged: the next ping within H/2 gets a bare pong.
-  offset = 0.9 * H
-  raw.write(transport.seal({ type: 'ping', nonce: 8, sentAt: 2 }))
-  t.deepEqual(await nextWrite(), ['pong'])
-  // Idle for H/2 again, but it has just sent a text: a bare pong again.
-  offset = 1.4 * H
-  b.sendText(new Uint8Array(16).fill(1), 'hi', 3)
-  t.deepEqual(await nextWrite(), ['text'])
-  raw.write(transport.seal({ type: 'ping', nonce: 9, sentAt: 3 }))
-  t.deepEqual(await nextWrite(), ['pong'])
-  await b.close('shutdown')
+  t.log(`silent peer declared dead after ${Math.round(elapsed)} ms (H = ${H} ms)`)
 })
 
 test('garbage after the handshake: typed error, connection closed', async (t) => {

@@ -9,7 +9,7 @@
 import type { Duplex } from 'node:stream'
 import { InvalidArgumentError, P2PMessError, SessionError } from '../errors.js'
 import { AEAD_TAG_LENGTH, FrameDecoder } from '../protocol/framing.js'
-import { DEFAULT_HEARTBEAT_INTERVAL, heartbeatDecision, type HeartbeatRole, pingWithPong } from '../protocol/heartbeat.js'
+import { DEFAULT_HEARTBEAT_INTERVAL, heartbeatDecision } from '../protocol/heartbeat.js'
 import {
   MAX_TEXT_BYTES,
   MESSAGE_ID_LENGTH,
@@ -349,16 +349,9 @@ export class Connection {
     }
     this.#lastReceived = this.#clock()
     switch (message.type) {
-      case 'ping': {
-        // Following the beat: our own ping, when due, leaves in the same write as the pong (docs/PROTOCOL.md).
-        const now = this.#clock()
-        const withPing = pingWithPong({ now, lastSent: this.#lastSent, interval: this.#interval, role: this.#heartbeatRole })
-        const release = withPing ? this.hold() : undefined
-        this.#send({ type: 'pong', nonce: message.nonce, pingSentAt: message.sentAt, sentAt: Math.floor(now) })
-        if (withPing) this.#sendPing(now)
-        release?.()
+      case 'ping':
+        this.#send({ type: 'pong', nonce: message.nonce, pingSentAt: message.sentAt, sentAt: Math.floor(this.#clock()) })
         break
-      }
       case 'pong': {
         const ping = this.#ping
         if (ping !== undefined && ping.nonce === message.nonce) {
@@ -382,42 +375,28 @@ export class Connection {
     if (state.kind !== 'open') return
     clearTimeout(state.timer)
     const now = this.#clock()
-    const decision = heartbeatDecision({
-      now,
-      lastSent: this.#lastSent,
-      lastReceived: this.#lastReceived,
-      interval: this.#interval,
-      role: this.#heartbeatRole,
-    })
+    const decision = heartbeatDecision({ now, lastSent: this.#lastSent, lastReceived: this.#lastReceived, interval: this.#interval })
     switch (decision.action) {
       case 'dead':
         return this.#fail(new SessionError('ERR_SESSION_TIMEOUT', `no frame from the peer for ${2 * this.#interval} ms`))
-      case 'ping':
-        this.#sendPing(now)
+      case 'ping': {
+        const nonce = this.#nextNonce
+        this.#nextNonce = (this.#nextNonce % 0xffffffff) + 1
+        this.#ping = { nonce, at: now }
+        this.#send({ type: 'ping', nonce, sentAt: Math.floor(now) })
         return this.#heartbeat()
+      }
       case 'wait':
         state.timer = setTimeout(() => this.#heartbeat(), Math.max(1, Math.ceil(decision.nextCheckAt - now)))
         state.timer.unref()
     }
   }
 
-  /** The dialler keeps the beat (docs/PROTOCOL.md, "Heartbeats and presence"). */
-  get #heartbeatRole(): HeartbeatRole {
-    return this.role === 'initiator' ? 'lead' : 'follow'
-  }
-
-  #sendPing(now: number): void {
-    const nonce = this.#nextNonce
-    this.#nextNonce = (this.#nextNonce % 0xffffffff) + 1
-    this.#ping = { nonce, at: now }
-    this.#send({ type: 'ping', nonce, sentAt: Math.floor(now) })
-  }
-
   #send(message: Message): void {
     const state = this.#state
     if (state.kind !== 'open' && state.kind !== 'ready') return
-    // A pong does not move our own ping schedule: a follower's pong every H must not keep it from ever pinging
-    // (it would measure no RTT). Liveness is unaffected (2H on lastReceived).
+    // A pong does not move our own ping schedule: otherwise the side that pings first keeps the other side's
+    // lastSent fresh with pongs, and only one side ever measures an RTT. Liveness is unaffected (2H on lastReceived).
     this.#write(state.transport.seal(message), message.type !== 'pong')
   }
 

@@ -7,16 +7,6 @@ import { InvalidArgumentError } from '../errors.js'
 /** Default H (the issue asks for 15 s): a silent peer is declared dead within 30 s. Configurable per client. */
 export const DEFAULT_HEARTBEAT_INTERVAL = 15_000
 
-/**
- * Which side keeps the beat. The dialler leads (pings after H idle); the answering side follows: it pings together
- * with its pong when it answers a ping (`pingWithPong`), and on its own only after 1.5H idle, i.e. only when the
- * leader's pings stop coming. So the two sides' pings never cross on the wire (docs/PROTOCOL.md explains why).
- */
-export type HeartbeatRole = 'lead' | 'follow'
-
-/** How long a follower waits, idle, before it pings on its own: past the leader's H, short of the 2H death. */
-export const FOLLOWER_PING_FACTOR = 1.5
-
 export interface HeartbeatInput {
   /** Current time. */
   now: number
@@ -24,9 +14,8 @@ export interface HeartbeatInput {
   lastSent: number
   /** When we last received any authenticated frame from the peer (or when the session opened). */
   lastReceived: number
-  /** H: the idle interval after which the leader pings. The peer is dead after 2H of silence. */
+  /** H: the idle interval after which we ping. The peer is dead after 2H of silence. */
   interval: number
-  role: HeartbeatRole
 }
 
 export type HeartbeatDecision =
@@ -35,62 +24,31 @@ export type HeartbeatDecision =
   | { action: 'dead' }
 
 /**
- * The whole rule, in priority order, with P = H for the leader and 1.5H for the follower:
+ * The whole rule, in priority order:
  *   1. dead  when now - lastReceived >= 2H;
- *   2. ping  when now - lastSent >= P;
- *   3. wait  until min(lastSent + P, lastReceived + 2H).
+ *   2. ping  when now - lastSent >= H;
+ *   3. wait  until min(lastSent + H, lastReceived + 2H).
  * Since `nextCheckAt` never passes lastReceived + 2H, a caller that re-checks at `nextCheckAt` (and right after
  * each ping it sends) declares a silent peer dead at exactly lastReceived + 2H, plus its own timer latency.
  */
 export function heartbeatDecision(input: HeartbeatInput): HeartbeatDecision {
-  const { now, lastSent, lastReceived, interval, role } = checkInput(input)
+  const { now, lastSent, lastReceived, interval } = checkInput(input)
   const deadAt = lastReceived + 2 * interval
   if (now >= deadAt) return { action: 'dead' }
-  const pingAt = lastSent + (role === 'lead' ? interval : FOLLOWER_PING_FACTOR * interval)
+  const pingAt = lastSent + interval
   if (now >= pingAt) return { action: 'ping' }
   return { action: 'wait', nextCheckAt: Math.min(pingAt, deadAt) }
 }
 
-export interface PingReceipt {
-  /** Current time. */
-  now: number
-  /** When we last wrote any frame other than a pong. */
-  lastSent: number
-  interval: number
-  role: HeartbeatRole
-}
-
-/**
- * Whether the pong we are about to write should carry a ping of ours in the same write: only a follower's, and
- * only once it has been idle for H/2 (answering the leader's beat, every H). The leader never does, so one beat is
- * ping → pong + ping → pong and ends there, whatever the round trip.
- */
-export function pingWithPong(input: PingReceipt): boolean {
-  const { now, lastSent, interval, role } = checkTimes(input, ['now', 'lastSent', 'interval'])
-  checkRole(role)
-  if (lastSent > now) throw new InvalidArgumentError('lastSent must not be later than now (use a monotonic clock)')
-  return role === 'follow' && now - lastSent >= interval / 2
-}
-
-function checkTimes<T extends object>(input: T, keys: readonly (keyof T & string)[]): T {
+function checkInput(input: HeartbeatInput): HeartbeatInput {
   if (typeof input !== 'object' || input === null) throw new InvalidArgumentError('heartbeat input must be an object')
-  for (const key of keys) {
+  for (const key of ['now', 'lastSent', 'lastReceived', 'interval'] as const) {
     const v = input[key]
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
       throw new InvalidArgumentError(`${key} must be a finite, non-negative number`)
     }
   }
-  if ('interval' in input && input.interval === 0) throw new InvalidArgumentError('interval must be positive')
-  return input
-}
-
-function checkRole(role: unknown): void {
-  if (role !== 'lead' && role !== 'follow') throw new InvalidArgumentError("role must be 'lead' or 'follow'")
-}
-
-function checkInput(input: HeartbeatInput): HeartbeatInput {
-  checkTimes(input, ['now', 'lastSent', 'lastReceived', 'interval'])
-  checkRole(input.role)
+  if (input.interval === 0) throw new InvalidArgumentError('interval must be positive')
   if (input.lastSent > input.now || input.lastReceived > input.now) {
     throw new InvalidArgumentError('lastSent and lastReceived must not be later than now (use a monotonic clock)')
   }
