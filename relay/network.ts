@@ -23,7 +23,7 @@ import { baseTorrc, launchTor, resolveTorPath, type NetworkJoin, type TorProcess
 export interface NetworkOptions {
   /** Directory authorities (default 3). */
   authorities?: number
-  /** Relays besides the authorities (default 7: see DEFAULT_RELAYS). Authorities relay too; at least 4 nodes in all. */
+  /** Relays besides the authorities (default 3: see DEFAULT_RELAYS). Authorities relay too; at least 4 nodes in all. */
   relays?: number
   /** Parent of the network's temporary directory (default os.tmpdir()). */
   baseDir?: string
@@ -70,12 +70,12 @@ interface Ports {
 }
 
 /**
- * Relays besides the 3 authorities. With 6 nodes in all, a rendezvous circuit's two halves often crossed one link
- * twice in the same direction, and the second cell waited for a delayed ACK (tor keeps Nagle on) on every round
- * trip: 5 of 30 fresh circuits had ~96 ms round trips instead of 8-16 ms. With 10 nodes: 1 of 30, and onion
- * connects p95 324 -> 256 ms; the network forms as fast (~9-10 s). docs/DECISIONS.md, "Private Tor network".
+ * Relays besides the 3 authorities. Six nodes in all, so every node is an HSDir for every descriptor (a service
+ * stores each at up to 2 x 4 HSDirs): a larger network (tried: 3 + 7) had fewer slow circuits, but each time the
+ * shared random value changed (every 24 voting intervals, ~4 min here) descriptors were missing from the new
+ * HSDirs until re-uploaded; docs/DECISIONS.md, "Private Tor network".
  */
-const DEFAULT_RELAYS = 7
+const DEFAULT_RELAYS = 3
 const MIN_NODES = 4
 const MAX_NODES = 32
 const PORT_ATTEMPTS = 3

@@ -12,7 +12,7 @@ export const networkCommand: Command = {
   usage: '[--authorities <n>] [--relays <n>] [--join <file>]',
   options: {
     authorities: { type: 'string', value: '<n>', description: 'directory authorities (default 3)' },
-    relays: { type: 'string', value: '<n>', description: 'relays besides the authorities (default 7)' },
+    relays: { type: 'string', value: '<n>', description: 'relays besides the authorities (default 3)' },
     join: { type: 'string', value: '<file>', description: "where to write the join file that clients' --network reads" },
     ...HELP_OPTION,
   },
