@@ -4,9 +4,14 @@
  *   - time to a formed network, and each client's time to ready (Bootstrapped 100% + full consensus),
  *   - an onion service: ADD_ONION → descriptor uploaded (HS_DESC UPLOADED) → first successful connect,
  *   - a second stream to the same onion (reuses the circuit),
- *   - round trips of 32-byte echoes on one stream (median and p95 of 200).
- * Stream latency on this network is bimodal per circuit (~2 ms or ~90 ms), so compare figures from the same
- * circuit only; nothing here is a pass/fail threshold.
+ *   - round trips of 32-byte echoes on one stream (median and p95 of 200),
+ *   - with --connects N: N more onions, each fresh (every HSDir upload answered first), one connect each (no
+ *     retry, 20 s cap), then 20 echoes on it: connect p50/p95/max, failures, and how many circuits had a median
+ *     round trip over 50 ms (a circuit that crosses one link twice in the same direction pays a delayed ACK on
+ *     each round trip: ~90 ms instead of 8-16 ms).
+ * --relays N sets the relays besides the 3 authorities (default: the network's default).
+ * Stream latency on this network is bimodal per circuit, so compare figures from the same circuit only; nothing
+ * here is a pass/fail threshold.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
@@ -15,10 +20,17 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startNetwork } from '../relay/network.js'
 import { describeError } from '../src/errors.js'
-import { createTorDialer } from '../src/tor/dialer.js'
+import { createTorDialer, type TorDialer } from '../src/tor/dialer.js'
 import { TorProcess } from '../src/tor/process.js'
 
+interface ConnectsResult {
+  connectMs: number[]
+  failures: number
+  circuitRtts: number[]
+}
+
 interface RunResult {
+  connects: ConnectsResult | undefined
   formedMs: number
   clientMs: number[]
   uploadedMs: number
@@ -60,9 +72,46 @@ async function roundTrips(socket: Socket, n: number): Promise<number[]> {
   return out
 }
 
-async function oneRun(): Promise<RunResult> {
+/** `n` fresh onions on `service`, each connected once from `dialer` once published, then 20 echoes on it. */
+async function connects(service: TorProcess, dialer: TorDialer, local: number, n: number): Promise<ConnectsResult> {
+  const result: ConnectsResult = { connectMs: [], failures: 0, circuitRtts: [] }
+  for (let i = 0; i < n; i++) {
+    let address = ''
+    let launched = 0
+    let answered = 0
+    let ok = 0
+    const uploaded = service.controller.waitForEvent(
+      (e) => {
+        if (e.type !== 'hs_desc' || e.address !== address) return undefined
+        if (e.action === 'UPLOAD') launched++
+        if (e.action === 'UPLOADED') ok++
+        if (e.action === 'UPLOADED' || e.action === 'FAILED') answered++
+        return ok > 0 && answered >= launched ? true : undefined
+      },
+      60_000,
+      'descriptor uploads',
+    )
+    uploaded.catch(() => {})
+    address = (await service.controller.addOnion({ key: { type: 'new' }, ports: [{ virtualPort: 80, target: `127.0.0.1:${local}` }], flags: ['DiscardPK'] })).serviceId
+    await uploaded
+    const c0 = performance.now()
+    try {
+      const socket = await dialer.dial(`${address}.onion`, 80, { timeoutMs: 20_000 })
+      result.connectMs.push(performance.now() - c0)
+      const rtts = (await roundTrips(socket, 20)).sort((x, y) => x - y)
+      result.circuitRtts.push(quantile(rtts, 0.5))
+      socket.destroy()
+    } catch {
+      result.failures++
+    }
+    await service.controller.delOnion(address)
+  }
+  return result
+}
+
+async function oneRun(options: { relays: number | undefined; connects: number }): Promise<RunResult> {
   const t0 = performance.now()
-  const network = await startNetwork()
+  const network = await startNetwork(options.relays === undefined ? {} : { relays: options.relays })
   const formedMs = performance.now() - t0
   const dirs: string[] = []
   const tors: TorProcess[] = []
@@ -99,7 +148,8 @@ async function oneRun(): Promise<RunResult> {
     second.destroy()
     const rtts = (await roundTrips(first, ECHOES)).sort((x, y) => x - y)
     first.destroy()
-    return { formedMs, clientMs, uploadedMs, reachableMs, attempts, secondStreamMs, rttMedianMs: quantile(rtts, 0.5), rttP95Ms: quantile(rtts, 0.95) }
+    const more = options.connects > 0 ? await connects(service, dialer, local, options.connects) : undefined
+    return { connects: more, formedMs, clientMs, uploadedMs, reachableMs, attempts, secondStreamMs, rttMedianMs: quantile(rtts, 0.5), rttP95Ms: quantile(rtts, 0.95) }
   } finally {
     server.close()
     await Promise.all(tors.map((t) => t.stop()))
@@ -108,12 +158,18 @@ async function oneRun(): Promise<RunResult> {
   }
 }
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '1' } } })
-const runs = Number(values.runs)
-if (!Number.isInteger(runs) || runs < 1 || runs > 100) {
-  process.stderr.write('--runs must be a whole number from 1 to 100\n')
-  process.exit(2)
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '1' }, relays: { type: 'string' }, connects: { type: 'string', default: '0' } } })
+const whole = (value: string | undefined, name: string, min: number, max: number): number => {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min || n > max) {
+    process.stderr.write(`--${name} must be a whole number from ${min} to ${max}\n`)
+    process.exit(2)
+  }
+  return n
 }
+const runs = whole(values.runs, 'runs', 1, 100)
+const relays = values.relays === undefined ? undefined : whole(values.relays, 'relays', 1, 29)
+const connectCount = whole(values.connects, 'connects', 0, 1000)
 
 const s = (ms: number): string => (ms / 1000).toFixed(1).padStart(6)
 const m = (ms: number): string => ms.toFixed(1).padStart(7)
@@ -121,11 +177,19 @@ process.stdout.write('run  formed(s)  clients(s)     desc up(s)  onion(s) tries 
 const ok: RunResult[] = []
 for (let i = 1; i <= runs; i++) {
   try {
-    const r = await oneRun()
+    const r = await oneRun({ relays, connects: connectCount })
     ok.push(r)
     process.stdout.write(
       `${String(i).padStart(3)}  ${s(r.formedMs)}     ${r.clientMs.map(s).join(' ')}  ${s(r.uploadedMs)}    ${s(r.reachableMs)} ${String(r.attempts).padStart(5)}  ${m(r.secondStreamMs)}         ${m(r.rttMedianMs)}      ${m(r.rttP95Ms)}\n`,
     )
+    if (r.connects !== undefined) {
+      const c = [...r.connects.connectMs].sort((x, y) => x - y)
+      const slow = r.connects.circuitRtts.filter((x) => x > 50).length
+      process.stdout.write(
+        `     ${connectCount} fresh onions: connect p50 ${c.length ? m(quantile(c, 0.5)).trim() : '-'} ms, p95 ${c.length ? m(quantile(c, 0.95)).trim() : '-'} ms, ` +
+          `max ${c.length ? m(c.at(-1)!).trim() : '-'} ms, ${r.connects.failures} failed; ${slow} of ${r.connects.circuitRtts.length} circuits with round trips over 50 ms\n`,
+      )
+    }
   } catch (err) {
     process.stdout.write(`${String(i).padStart(3)}  FAILED: ${describeError(err)}\n`)
   }
