@@ -20,6 +20,7 @@ import { onionServiceKeyFromSeed, torOnionKeyBlob } from '../src/protocol/onion.
 import { createRecord, serializeRecord } from '../src/protocol/record.js'
 import { CAPABILITY_ACCEPTS, CAPABILITY_ACK, CLIENT_NAME, CLIENT_VERSION } from '../src/client/client.js'
 import { Connection, SESSION_PORT } from '../src/client/connection.js'
+import type { TorController } from '../src/tor/controller.js'
 import type { NetworkJoin } from '../src/tor/process.js'
 import { TorSupervisor } from '../src/tor/supervisor.js'
 
@@ -41,30 +42,36 @@ export interface LightPeer {
 }
 
 /**
- * Resolves once every descriptor upload tor launched for the service has been answered, at least one of them
+ * Resolves once every descriptor upload tor launched for `serviceId` has been answered, at least one of them
  * UPLOADED (control-spec §4.1.25: one UPLOAD event per HSDir, then UPLOADED or FAILED for each). A measurement
  * must not start while some HSDirs still lack the descriptor: a dial that asks one of them first gets
  * 0xF0 (descriptor not found) and retries a second later, which says nothing about the dialler.
+ * Call it before ADD_ONION (and have HS_DESC events on), so that no event is missed.
  */
-async function addOnion(supervisor: TorSupervisor, key: { expandedSecretKey: Uint8Array; address: string }, ports: ExtraPort[]): Promise<void> {
-  const controller = supervisor.controller
-  const address = key.address.slice(0, -'.onion'.length)
-  await controller.setEvents(['HS_DESC'])
+export function allUploadsAnswered(controller: TorController, serviceId: string, timeoutMs = PUBLISH_TIMEOUT_MS): Promise<void> {
   let launched = 0
   let answered = 0
   let ok = 0
   const uploaded = controller.waitForEvent(
     (e) => {
-      if (e.type !== 'hs_desc' || e.address !== address) return undefined
+      if (e.type !== 'hs_desc' || e.address !== serviceId) return undefined
       if (e.action === 'UPLOAD') launched++
       if (e.action === 'UPLOADED') ok++
       if (e.action === 'UPLOADED' || e.action === 'FAILED') answered++
       return ok > 0 && answered >= launched ? true : undefined
     },
-    PUBLISH_TIMEOUT_MS,
-    `descriptor upload of ${address}.onion`,
+    timeoutMs,
+    `descriptor upload of ${serviceId}.onion`,
   )
   uploaded.catch(() => {})
+  return uploaded.then(() => undefined)
+}
+
+/** Publishes the service with `key` and waits for every HSDir upload (allUploadsAnswered). */
+async function addOnion(supervisor: TorSupervisor, key: { expandedSecretKey: Uint8Array; address: string }, ports: ExtraPort[]): Promise<void> {
+  const controller = supervisor.controller
+  await controller.setEvents(['HS_DESC'])
+  const uploaded = allUploadsAnswered(controller, key.address.slice(0, -'.onion'.length))
   await controller.addOnion({
     key: { type: 'ed25519-v3', blob: torOnionKeyBlob(key.expandedSecretKey).slice('ED25519-V3:'.length) },
     ports: ports.map((p) => ({ virtualPort: p.virtualPort, target: `127.0.0.1:${p.targetPort}` })),

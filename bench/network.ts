@@ -13,6 +13,7 @@
  * Stream latency on this network is bimodal per circuit, so compare figures from the same circuit only; nothing
  * here is a pass/fail threshold.
  */
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -20,8 +21,11 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startNetwork } from '../relay/network.js'
 import { describeError } from '../src/errors.js'
+import { wipe } from '../src/protocol/bytes.js'
+import { onionServiceKeyFromSeed, torOnionKeyBlob } from '../src/protocol/onion.js'
 import { createTorDialer, type TorDialer } from '../src/tor/dialer.js'
 import { TorProcess } from '../src/tor/process.js'
+import { allUploadsAnswered } from './e2e-peers.js'
 
 interface ConnectsResult {
   connectMs: number[]
@@ -76,23 +80,16 @@ async function roundTrips(socket: Socket, n: number): Promise<number[]> {
 async function connects(service: TorProcess, dialer: TorDialer, local: number, n: number): Promise<ConnectsResult> {
   const result: ConnectsResult = { connectMs: [], failures: 0, circuitRtts: [] }
   for (let i = 0; i < n; i++) {
-    let address = ''
-    let launched = 0
-    let answered = 0
-    let ok = 0
-    const uploaded = service.controller.waitForEvent(
-      (e) => {
-        if (e.type !== 'hs_desc' || e.address !== address) return undefined
-        if (e.action === 'UPLOAD') launched++
-        if (e.action === 'UPLOADED') ok++
-        if (e.action === 'UPLOADED' || e.action === 'FAILED') answered++
-        return ok > 0 && answered >= launched ? true : undefined
-      },
-      60_000,
-      'descriptor uploads',
-    )
-    uploaded.catch(() => {})
-    address = (await service.controller.addOnion({ key: { type: 'new' }, ports: [{ virtualPort: 80, target: `127.0.0.1:${local}` }], flags: ['DiscardPK'] })).serviceId
+    const seed = new Uint8Array(randomBytes(32))
+    const key = onionServiceKeyFromSeed(seed)
+    wipe(seed)
+    const address = key.address.slice(0, -'.onion'.length)
+    const uploaded = allUploadsAnswered(service.controller, address, 60_000)
+    await service.controller.addOnion({
+      key: { type: 'ed25519-v3', blob: torOnionKeyBlob(key.expandedSecretKey).slice('ED25519-V3:'.length) },
+      ports: [{ virtualPort: 80, target: `127.0.0.1:${local}` }],
+    })
+    wipe(key.expandedSecretKey)
     await uploaded
     const c0 = performance.now()
     try {
