@@ -126,7 +126,7 @@ function nodeTorrc(id: Identity, dataDir: string, ports: Ports, network: Network
  * What clients and nodes share: the testing defaults, a fixed circuit build timeout, and one DirAuthority line per
  * authority (tor manual, DirAuthority). Learned timeouts are off: on loopback tor learns ~40 ms, so every circuit
  * that meets one delayed ACK (~40 ms) or a busy CPU is abandoned and rebuilt — slow onion connects (0.8–1.8 s
- * instead of ~0.2 s) and services giving up on a rendezvous (docs/DECISIONS.md, "Private Tor network").
+ * instead of ~0.2 s), and likely the services that gave up on a rendezvous (docs/DECISIONS.md, "Private Tor network").
  */
 function joinFor(ids: readonly Identity[], ports: ReadonlyMap<string, Ports>): NetworkJoin {
   const lines = ['TestingTorNetwork 1', 'LearnCircuitBuildTimeout 0', 'CircuitBuildTimeout 10']
