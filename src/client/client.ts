@@ -911,11 +911,9 @@ class Client implements P2PMessClient {
     const session = peer.live
     if (session === undefined || session.closed || !session.peerAccepts || peer.contact.state !== 'accepted') return
     const db = this.#requireDb()
-    const next = session.written === undefined ? undefined : session.written + 1
+    const written = session.written
     const entries =
-      queued !== undefined && queued.seq === next
-        ? [queued]
-        : await db.pending(peer.contact.peerId, session.written === undefined ? {} : { afterSeq: session.written })
+      written !== undefined && queued?.seq === written + 1 ? [queued] : await db.pending(peer.contact.peerId, written === undefined ? {} : { afterSeq: written })
     for (const entry of entries) {
       if (!session.conn.sendText(fromBase64url(entry.id, 16), entry.body, entry.createdAt)) return
       session.written = entry.seq
