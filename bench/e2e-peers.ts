@@ -18,6 +18,8 @@ import { utf8, wipe } from '../src/protocol/bytes.js'
 import { generateNoiseKeyPair, identityFromSeed, peerIdFromIdentityKey, type Identity, type NoiseKeyPair } from '../src/protocol/identity.js'
 import { onionServiceKeyFromSeed, torOnionKeyBlob } from '../src/protocol/onion.js'
 import { createRecord, serializeRecord } from '../src/protocol/record.js'
+import { prepareSessionKeys, type SessionKeys } from '../src/protocol/session.js'
+import { NODE_DH } from '../src/crypto/node-dh.js'
 import { CAPABILITY_ACCEPTS, CAPABILITY_ACK, CLIENT_NAME, CLIENT_VERSION } from '../src/client/client.js'
 import { Connection, SESSION_PORT } from '../src/client/connection.js'
 import type { TorController } from '../src/tor/controller.js'
@@ -95,6 +97,8 @@ class Peer implements LightPeer {
   received = 0
   readonly identity: Identity
   readonly noise: NoiseKeyPair
+  /** Prepared like the client's (NODE_DH, proof signed once), so both ends of a measured handshake do the same work. */
+  readonly keys: SessionKeys
   record: Uint8Array | undefined
   readonly conns = new Set<Connection>()
 
@@ -104,6 +108,7 @@ class Peer implements LightPeer {
     this.heartbeatIntervalMs = heartbeatIntervalMs
     this.identity = identity
     this.noise = noise
+    this.keys = prepareSessionKeys(identity, noise, NODE_DH)
     this.onion = onion
     this.peerId = peerIdFromIdentityKey(identity.publicKey)
   }
@@ -189,8 +194,7 @@ export class LightPeerHost {
     this.#sockets.add(socket)
     socket.once('close', () => this.#sockets.delete(socket))
     Connection.respond(socket, {
-      identity: peer.identity,
-      noiseStatic: peer.noise,
+      keys: peer.keys,
       ownOnion: peer.onion,
       heartbeatIntervalMs: peer.heartbeatIntervalMs,
       ...(peer.record === undefined ? {} : { record: peer.record }),
@@ -222,6 +226,7 @@ export class LightPeerHost {
   async stop(): Promise<void> {
     for (const peer of this.#peers) {
       await Promise.all([...peer.conns].map((c) => c.close('shutdown')))
+      peer.keys.noise.destroy()
       wipe(peer.identity.seed, peer.noise.secretKey)
     }
     for (const socket of this.#sockets) socket.destroy()

@@ -3,6 +3,9 @@
  * primitive next to node:crypto (OpenSSL) measured in the same run.
  *
  *   Noise IK handshake   full 2-message Noise_IK_25519_ChaChaPoly_BLAKE2b handshake + split, both sides
+ *   session handshake    the P2PMess handshake (session.ts: IK + identity proofs), both sides: keys given per
+ *                        handshake with noble DH (checked and signed each time) vs what the client does now —
+ *                        keys prepared once (prepareSessionKeys) with DH on node:crypto (src/crypto/node-dh.ts)
  *   Noise transport      encrypt + decrypt of one message, 100 B and 65519 B (the largest 64 KiB message)
  *   X25519               one DH: noble getSharedSecret vs crypto.diffieHellman on KeyObjects
  *   ChaCha20-Poly1305    seal of 1 KiB: noble vs createCipheriv('chacha20-poly1305')
@@ -16,8 +19,10 @@ import { cpus } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { ed25519, x25519 } from '@noble/curves/ed25519.js'
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
-import { generateIdentity } from '../src/protocol/identity.js'
+import { NODE_DH } from '../src/crypto/node-dh.js'
+import { generateIdentity, generateNoiseKeyPair, peerIdFromIdentityKey } from '../src/protocol/identity.js'
 import { Handshake, NoiseCipherState, generateKeyPair } from '../src/protocol/noise.js'
+import { initiateSession, prepareSessionKeys, respondSession, type LocalKeyOptions } from '../src/protocol/session.js'
 import { onionAddressFromPublicKey } from '../src/protocol/onion.js'
 import { createRecord, verifyRecord } from '../src/protocol/record.js'
 import { printTable } from './lib.js'
@@ -68,6 +73,19 @@ function ikHandshake(): void {
   init.split()
   resp.split()
 }
+
+const ONION_A = onionAddressFromPublicKey(ed25519.keygen().publicKey)
+const sessionSides = [generateIdentity(), generateIdentity()].map((identity) => ({ identity, noiseStatic: generateNoiseKeyPair() }))
+
+/** One P2PMess session handshake, both sides, with the keys in the form `keys` gives them. */
+function sessionHandshake(keys: (side: 0 | 1) => LocalKeyOptions): void {
+  const [a, b] = sessionSides as [(typeof sessionSides)[0], (typeof sessionSides)[0]]
+  const init = initiateSession({ ...keys(0), remoteNoiseKey: b.noiseStatic.publicKey, remoteOnion: ONION_A, expectedPeerId: peerIdFromIdentityKey(b.identity.publicKey) })
+  const resp = respondSession({ ...keys(1), ownOnion: ONION_A })
+  resp.readFirstMessage(init.firstMessage().subarray(2))
+  init.receiveResponse(resp.response().message.subarray(2))
+}
+const preparedKeys = sessionSides.map((side) => prepareSessionKeys(side.identity, side.noiseStatic, NODE_DH))
 
 function noiseTransport(size: number): Side {
   const key = randomBytes(32)
@@ -123,6 +141,11 @@ const recordNow = Date.now()
 
 const CASES: Case[] = [
   { name: 'Noise IK BLAKE2b handshake+split', ours: { run: ikHandshake } },
+  {
+    name: 'session handshake: per-handshake keys, noble | prepared keys, node:crypto DH',
+    ours: { run: () => sessionHandshake((side) => sessionSides[side]!) },
+    node: { run: () => sessionHandshake((side) => ({ keys: preparedKeys[side]! })) },
+  },
   { name: 'Noise transport 100 B enc+dec', ours: noiseTransport(100), node: nodeTransport(100, true) },
   { name: 'Noise transport 65519 B enc+dec', ours: noiseTransport(65519), node: nodeTransport(65519, true) },
   {

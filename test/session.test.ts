@@ -15,11 +15,13 @@ import {
   verifySignature,
 } from '../src/protocol/identity.js'
 import { decodeMessage, encodeMessage, type Message, newMessageId } from '../src/protocol/messages.js'
-import { Handshake, NoiseCipherState } from '../src/protocol/noise.js'
+import { NODE_DH } from '../src/crypto/node-dh.js'
+import { Handshake, NOBLE_DH, NoiseCipherState } from '../src/protocol/noise.js'
 import { onionServiceKeyFromSeed } from '../src/protocol/onion.js'
 import {
   type EstablishedSession,
   initiateSession,
+  prepareSessionKeys,
   NOISE_STATIC_DOMAIN,
   PROLOGUE_PREFIX,
   respondSession,
@@ -487,6 +489,46 @@ test('out-of-order calls and bad options are typed errors', (t) => {
   }
   t.throws(() => respondSession({ identity: bob.identity, noiseStatic: bob.noise, ownOnion: 'nope' }), { instanceOf: InvalidArgumentError })
   t.throws(() => responder(bob).readFirstMessage('x' as unknown as Uint8Array), { instanceOf: InvalidArgumentError })
+})
+
+test('prepared keys: one check and one signature for many handshakes, on either DH backend, same wire as per-handshake keys', (t) => {
+  for (const dh of [NOBLE_DH, NODE_DH]) {
+    const aliceKeys = prepareSessionKeys(alice.identity, alice.noise, dh)
+    const bobKeys = prepareSessionKeys(bob.identity, bob.noise, dh)
+    t.deepEqual(aliceKeys.noise.publicKey, alice.noise.publicKey)
+    // The proof is the fixed head of every payload: version, identity key, signature over the Noise key.
+    t.is(aliceKeys.proof.length, 1 + 32 + 64)
+    t.true(verifySignature(aliceKeys.proof.subarray(33), concatBytes(NOISE_STATIC_DOMAIN, alice.noise.publicKey), alice.identity.publicKey))
+    for (let n = 0; n < 3; n++) {
+      // Prepared on one side, per-handshake keys on the other: the two forms interoperate.
+      const i = initiateSession({ keys: aliceKeys, remoteNoiseKey: bob.noise.publicKey, remoteOnion: bob.onion, expectedPeerId: bob.peerId })
+      const r = n === 1 ? responder(bob) : respondSession({ keys: bobKeys, ownOnion: bob.onion })
+      t.is(r.readFirstMessage(body(i.firstMessage())).peerId, alice.peerId)
+      const { message, session: b } = r.response()
+      const a = i.receiveResponse(body(message))
+      t.is(a.sessionId, b.sessionId)
+      t.is(b.transport.open(body(a.transport.seal({ type: 'hello', clientName: 'x', clientVersion: '1', capabilities: [] }))).type, 'hello')
+    }
+    // The sessions did not use up the lent keys.
+    t.notThrows(() => aliceKeys.noise.dh(bob.noise.publicKey))
+    aliceKeys.noise.destroy()
+    bobKeys.noise.destroy()
+  }
+})
+
+test('prepared keys are checked once, up front, and only genuine ones are taken', (t) => {
+  t.throws(() => prepareSessionKeys({ seed: alice.identity.seed, publicKey: bob.identity.publicKey }, alice.noise), { instanceOf: InvalidArgumentError })
+  for (const dh of [NOBLE_DH, NODE_DH]) {
+    const err = t.throws(() => prepareSessionKeys(alice.identity, { secretKey: alice.noise.secretKey, publicKey: bob.noise.publicKey }, dh), { instanceOf: InvalidArgumentError })
+    t.regex(err?.message ?? '', /does not belong/)
+  }
+  const keys = prepareSessionKeys(alice.identity, alice.noise)
+  const common = { remoteNoiseKey: bob.noise.publicKey, remoteOnion: bob.onion, expectedPeerId: bob.peerId }
+  // A look-alike object (e.g. someone else's proof with our key pair) is not prepared keys.
+  t.throws(() => initiateSession({ ...common, keys: { ...keys } }), { instanceOf: InvalidArgumentError })
+  t.throws(() => initiateSession({ ...common, keys, identity: alice.identity }), { instanceOf: InvalidArgumentError })
+  t.throws(() => respondSession({ keys, noiseStatic: alice.noise, ownOnion: alice.onion }), { instanceOf: InvalidArgumentError })
+  t.throws(() => initiateSession(common), { instanceOf: InvalidArgumentError })
 })
 
 // ----------------------------------------------------------------------------------------------- fuzz

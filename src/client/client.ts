@@ -10,14 +10,15 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { assertPublished, DirectoryClient } from '../directory-client.js'
 import { describeError, DirectoryError, hasCode, InvalidArgumentError, P2PMessError, SessionError, StorageError } from '../errors.js'
+import { NODE_DH } from '../crypto/node-dh.js'
 import { silentLogger, type Logger } from '../log.js'
 import { fromBase64url, fromUtf8, toBase64url, utf8, wipe } from '../protocol/bytes.js'
 import { DEFAULT_HEARTBEAT_INTERVAL } from '../protocol/heartbeat.js'
-import { parsePeerId, safetyNumber, type Identity, type NoiseKeyPair } from '../protocol/identity.js'
+import { parsePeerId, safetyNumber } from '../protocol/identity.js'
 import { encodeMessage, newMessageId, type HelloMessage, type TextMessage } from '../protocol/messages.js'
 import { onionServiceKeyFromSeed } from '../protocol/onion.js'
 import { createRecord, serializeRecord, verifyRecord, type DirectoryRecord, type VerifiedRecord } from '../protocol/record.js'
-import { staleKeyRetry, type AuthenticatedPeer } from '../protocol/session.js'
+import { prepareSessionKeys, staleKeyRetry, type AuthenticatedPeer, type SessionKeys } from '../protocol/session.js'
 import { createAccount, loadAccount, type Account } from '../store/account.js'
 import { ClientDb, type Contact, type OutboxEntry } from '../store/db.js'
 import { databasePath } from '../store/paths.js'
@@ -122,6 +123,17 @@ function wantsSession(contact: Contact): boolean {
   return contact.state === 'pending' || contact.state === 'accepted'
 }
 
+/** The `seq` of a record's JSON text, nothing checked; NaN when it has none (such a text fails verification anyway). */
+function recordSeqOf(text: string): number {
+  try {
+    const value: unknown = JSON.parse(text)
+    const seq = typeof value === 'object' && value !== null ? (value as Record<string, unknown>)['seq'] : undefined
+    return typeof seq === 'number' ? seq : Number.NaN
+  } catch {
+    return Number.NaN
+  }
+}
+
 function asP2P(err: unknown): P2PMessError {
   return err instanceof P2PMessError ? err : new SessionError('ERR_SESSION_CLOSED', describeError(err), { cause: err })
 }
@@ -202,8 +214,8 @@ class Client implements P2PMessClient {
   readonly #random: () => number
   readonly #backoff: BackoffPolicy
   readonly #heartbeat: number
-  readonly #identity: Identity
-  readonly #noise: NoiseKeyPair
+  /** Our identity and Noise keys, checked and ready for every handshake (the Noise key inside OpenSSL). */
+  readonly #keys: SessionKeys
   readonly #listeners = new Set<(event: ClientEvent) => void>()
   readonly #peers = new Map<string, Peer>()
   /** Per peer ID: every db-touching step for that peer runs in order (incoming texts, acks, outbox flushes). */
@@ -232,8 +244,11 @@ class Client implements P2PMessClient {
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff }
     redialDelay(1, 0, this.#backoff) // validates the policy now rather than at the first failure
     this.#heartbeat = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL
-    this.#identity = { seed: account.identitySeed, publicKey: account.identityKey }
-    this.#noise = { secretKey: account.noiseSecret, publicKey: account.noisePublic }
+    this.#keys = prepareSessionKeys(
+      { seed: account.identitySeed, publicKey: account.identityKey },
+      { secretKey: account.noiseSecret, publicKey: account.noisePublic },
+      NODE_DH,
+    )
     if (options.onEvent !== undefined) this.#listeners.add(options.onEvent)
   }
 
@@ -295,6 +310,7 @@ class Client implements P2PMessClient {
       await this.#tor?.stop().catch((err: unknown) => this.#log.warn('tor stop failed', { error: describeError(err) }))
       await Promise.all([...this.#chains.values()])
       await this.#db?.close()
+      this.#keys.noise.destroy()
       if (this.#ownsAccount) this.#account.wipe()
       this.#log.info('client stopped')
     })()
@@ -671,8 +687,7 @@ class Client implements P2PMessClient {
         this.#log.debug('tor stream open', { peerId, attempt })
         try {
           conn = await Connection.initiate(socket, {
-            identity: this.#identity,
-            noiseStatic: this.#noise,
+            keys: this.#keys,
             remoteNoiseKey: verified.noiseKey,
             remoteOnion: verified.record.onion,
             expectedPeerId: peerId,
@@ -731,8 +746,7 @@ class Client implements P2PMessClient {
     }
     this.#track(socket)
     Connection.respond(socket, {
-      identity: this.#identity,
-      noiseStatic: this.#noise,
+      keys: this.#keys,
       ownOnion: this.onion,
       ...this.#sessionOptions(),
       // Refused peers are dropped without an answer. Unknown callers are admitted but stay a 'request' until
@@ -896,6 +910,10 @@ class Client implements P2PMessClient {
     } catch {
       return
     }
+    // #remember keeps only a newer record, so one that is not newer needs no signature check (usually it is the
+    // very record we just looked up before dialling: a ~1.5 ms Ed25519 verify saved on the way to the first text).
+    const known = peer.contact.lastRecord
+    if (known !== undefined && !(recordSeqOf(text) > known.seq)) return
     const check = verifyRecord(text, { now: this.#now(), expectedId: caller.peerId })
     if (!check.ok || toBase64url(check.noiseKey) !== toBase64url(caller.noiseKey)) return
     await this.#remember(peer, check.record)

@@ -56,16 +56,77 @@ function chachaNonce(n: bigint): Uint8Array {
   return nonce
 }
 
-/** §4.1 DH(key_pair, public_key) for 25519; an all-zero result (low-order public key) is rejected. */
-function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
-  try {
-    return x25519.getSharedSecret(privateKey, publicKey)
-  } catch (cause) {
-    // noble throws only for an all-zero shared secret once lengths are valid (they are checked at the boundary).
-    throw new CryptoError('ERR_LOW_ORDER_KEY', 'remote X25519 public key is of low order (all-zero shared secret)', {
-      cause,
-    })
+/** The error both DH backends give for an all-zero shared secret (a low-order remote public key, §12.1). */
+export function lowOrderKeyError(cause?: unknown): CryptoError {
+  return new CryptoError('ERR_LOW_ORDER_KEY', 'remote X25519 public key is of low order (all-zero shared secret)', { cause })
+}
+
+/**
+ * A 25519 key pair (§4.1) whose private half stays inside its backend: the handshake only ever asks it for DH.
+ * So a backend may keep the private key as bytes (noble, wiped on destroy) or as a native key object.
+ */
+export interface DhKeyPair {
+  readonly publicKey: Uint8Array
+  /** §4.1 DH(key_pair, public_key): 32 bytes; CryptoError ERR_LOW_ORDER_KEY for an all-zero result. */
+  dh(publicKey: Uint8Array): Uint8Array
+  /** Forgets the private key; dh() fails afterwards (ERR_NOISE_STATE). */
+  destroy(): void
+}
+
+/**
+ * Where X25519 (RFC 7748) runs. Both backends compute the same function — the pure-JS default here, and
+ * node:crypto (src/crypto/node-dh.ts) for the client, where OpenSSL's X25519 takes ~0.15 ms instead of ~1 ms;
+ * test/node-dh.test.ts checks they agree on every input, low-order keys included.
+ */
+export interface DhBackend {
+  readonly name: string
+  /** §4.1 GENERATE_KEYPAIR(). */
+  generate(): DhKeyPair
+  /** The key pair of a 32-byte private key (the bytes are copied, not kept). */
+  fromPrivateKey(privateKey: Uint8Array): DhKeyPair
+}
+
+function nobleKeyPair(privateKey: Uint8Array): DhKeyPair {
+  let secret: Uint8Array | undefined = privateKey.slice()
+  return {
+    publicKey: x25519.getPublicKey(secret),
+    dh(publicKey) {
+      assertBytes(publicKey, 'publicKey', DHLEN)
+      if (secret === undefined) throw new CryptoError('ERR_NOISE_STATE', 'the key pair was destroyed')
+      try {
+        return x25519.getSharedSecret(secret, publicKey)
+      } catch (cause) {
+        // noble throws only for an all-zero shared secret once lengths are valid.
+        throw lowOrderKeyError(cause)
+      }
+    },
+    destroy() {
+      wipe(secret)
+      secret = undefined
+    },
   }
+}
+
+/** The pure-JS backend (noble): the default of every handshake. */
+export const NOBLE_DH: DhBackend = {
+  name: 'noble',
+  generate() {
+    const privateKey = x25519.utils.randomSecretKey()
+    const pair = nobleKeyPair(privateKey)
+    wipe(privateKey)
+    return pair
+  },
+  fromPrivateKey(privateKey) {
+    assertBytes(privateKey, 'privateKey', DHLEN)
+    return nobleKeyPair(privateKey)
+  },
+}
+
+/** True for an object shaped like a DhKeyPair (a 32-byte public key and the two methods). */
+export function isDhKeyPair(value: unknown): value is DhKeyPair {
+  if (typeof value !== 'object' || value === null) return false
+  const { publicKey, dh, destroy } = value as Record<string, unknown>
+  return publicKey instanceof Uint8Array && publicKey.length === DHLEN && typeof dh === 'function' && typeof destroy === 'function'
 }
 
 /** Derives the X25519 public key of a 32-byte private key (§12.1). */
@@ -74,7 +135,7 @@ export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
   return x25519.getPublicKey(privateKey)
 }
 
-/** §4.1 GENERATE_KEYPAIR() for 25519. */
+/** §4.1 GENERATE_KEYPAIR() for 25519, as bytes (for keys that are stored). */
 export function generateKeyPair(): { privateKey: Uint8Array; publicKey: Uint8Array } {
   const privateKey = x25519.utils.randomSecretKey()
   return { privateKey, publicKey: x25519.getPublicKey(privateKey) }
@@ -350,34 +411,29 @@ export interface HandshakeOptions {
   protocolName: string
   initiator: boolean
   prologue?: Uint8Array
-  /** 32-byte X25519 private key */
-  staticKey?: Uint8Array
+  /**
+   * This side's static key: 32 private-key bytes (copied, wiped when the handshake completes), or a key pair the
+   * caller owns and reuses across handshakes (never destroyed here).
+   */
+  staticKey?: Uint8Array | DhKeyPair
   /** 32-byte X25519 public key, for patterns that pre-know it */
   remoteStaticKey?: Uint8Array
   /** 32-byte X25519 private key; only for deterministic tests */
   ephemeralKey?: Uint8Array
-}
-
-interface KeyPair {
-  readonly privateKey: Uint8Array
-  readonly publicKey: Uint8Array
+  /** Where DH runs (default NOBLE_DH): ephemeral keys, and a static key given as bytes. */
+  dh?: DhBackend
 }
 
 /** Everything a handshake message mutates, so a failed message can be undone. */
 interface Mutable {
   symmetric: SymmetricState
-  e: KeyPair | undefined
+  e: DhKeyPair | undefined
   re: Uint8Array | undefined
   rs: Uint8Array | undefined
   index: number
 }
 
 type Phase = 'handshake' | 'complete' | 'split'
-
-function keyPairOf(privateKey: Uint8Array): KeyPair {
-  const copy = privateKey.slice()
-  return { privateKey: copy, publicKey: x25519.getPublicKey(copy) }
-}
 
 function optionalKey(value: unknown, name: string): Uint8Array | undefined {
   if (value === undefined) return undefined
@@ -390,7 +446,10 @@ export class Handshake {
   readonly initiator: boolean
   readonly #pattern: Pattern
   readonly #patternName: string
-  readonly #s: KeyPair | undefined
+  readonly #s: DhKeyPair | undefined
+  /** The static key pair was made here from bytes (so it is destroyed here), not lent by the caller. */
+  readonly #ownsStatic: boolean
+  readonly #dh: DhBackend
   #fixedEphemeral: Uint8Array | undefined
   #state: Mutable
   #phase: Phase = 'handshake'
@@ -403,7 +462,11 @@ export class Handshake {
     if (typeof initiator !== 'boolean') throw new InvalidArgumentError('options.initiator must be a boolean')
     const prologue = options.prologue ?? EMPTY
     assertBytes(prologue, 'options.prologue')
-    const staticKey = optionalKey(options.staticKey, 'staticKey')
+    const dhBackend = options.dh ?? NOBLE_DH
+    if (typeof dhBackend !== 'object' || dhBackend === null || typeof dhBackend.generate !== 'function' || typeof dhBackend.fromPrivateKey !== 'function') {
+      throw new InvalidArgumentError('options.dh must be a DhBackend')
+    }
+    const staticKey = isDhKeyPair(options.staticKey) ? options.staticKey : optionalKey(options.staticKey, 'staticKey')
     const remoteStaticKey = optionalKey(options.remoteStaticKey, 'remoteStaticKey')
     const ephemeralKey = optionalKey(options.ephemeralKey, 'ephemeralKey')
     const { pattern, patternName, hash } = parseProtocolName(protocolName)
@@ -432,7 +495,9 @@ export class Handshake {
     this.initiator = initiator
     this.#pattern = pattern
     this.#patternName = patternName
-    this.#s = staticKey === undefined ? undefined : keyPairOf(staticKey)
+    this.#dh = dhBackend
+    this.#ownsStatic = staticKey instanceof Uint8Array
+    this.#s = staticKey instanceof Uint8Array ? dhBackend.fromPrivateKey(staticKey) : staticKey
     this.#fixedEphemeral = ephemeralKey?.slice()
     const symmetric = SymmetricState.initialize(hash, utf8(protocolName))
     symmetric.mixHash(prologue)
@@ -561,7 +626,7 @@ export class Handshake {
       result = step(st)
     } catch (err) {
       st.symmetric.destroy()
-      if (st.e !== this.#state.e) wipe(st.e?.privateKey)
+      if (st.e !== this.#state.e) st.e?.destroy()
       throw err
     }
     this.#state.symmetric.destroy()
@@ -573,20 +638,18 @@ export class Handshake {
 
   #finish(): void {
     this.#phase = 'complete'
-    wipe(this.#state.e?.privateKey, this.#s?.privateKey, this.#fixedEphemeral)
+    this.#state.e?.destroy()
+    if (this.#ownsStatic) this.#s?.destroy()
+    wipe(this.#fixedEphemeral)
   }
 
-  #staticPair(): KeyPair {
+  #staticPair(): DhKeyPair {
     if (this.#s === undefined) throw new CryptoError('ERR_NOISE_MISSING_KEY', `${this.#patternName} needs this side's staticKey`)
     return this.#s
   }
 
-  #newEphemeral(): KeyPair {
-    if (this.#fixedEphemeral !== undefined) return keyPairOf(this.#fixedEphemeral)
-    const privateKey = x25519.utils.randomSecretKey()
-    const pair = keyPairOf(privateKey)
-    wipe(privateKey)
-    return pair
+  #newEphemeral(): DhKeyPair {
+    return this.#fixedEphemeral !== undefined ? this.#dh.fromPrivateKey(this.#fixedEphemeral) : this.#dh.generate()
   }
 
   /** §5.3 DH tokens: ee, es, se, ss (the first letter is the initiator's key, the second the responder's). */
@@ -599,7 +662,7 @@ export class Handshake {
     if (local === undefined || remote === undefined) {
       throw new CryptoError('ERR_NOISE_MISSING_KEY', `${this.#patternName}: no key for token '${token}'`)
     }
-    const shared = dh(local.privateKey, remote)
+    const shared = local.dh(remote)
     st.symmetric.mixKey(shared)
     wipe(shared)
   }

@@ -25,7 +25,7 @@ import {
   type NoiseKeyPair,
 } from './identity.js'
 import { decodeMessage, encodeMessage, type Message } from './messages.js'
-import { Handshake, type NoiseCipherState, x25519PublicKey } from './noise.js'
+import { Handshake, NOBLE_DH, type DhBackend, type DhKeyPair, type NoiseCipherState } from './noise.js'
 import { canonicalOnionAddress } from './onion.js'
 import { MAX_RECORD_BYTES } from './record.js'
 
@@ -61,9 +61,31 @@ export interface EstablishedSession {
   sessionId: string
 }
 
-export interface InitiatorOptions {
-  identity: Identity
-  noiseStatic: NoiseKeyPair
+/**
+ * This device's keys, checked once and ready for any number of handshakes (`prepareSessionKeys`): the identity
+ * key, the Noise static key pair in its DH backend, and the identity proof, signed once (Ed25519 is
+ * deterministic, so every handshake would sign the same bytes).
+ */
+export interface SessionKeys {
+  readonly identityKey: Uint8Array
+  /** The DH backend of `noise`; the handshakes' ephemeral keys are made there too. */
+  readonly dh: DhBackend
+  readonly noise: DhKeyPair
+  /** version ‖ identityKey ‖ signature: the fixed first 97 bytes of every payload we send. */
+  readonly proof: Uint8Array
+}
+
+/**
+ * Our side's keys for one handshake: either `keys` (prepared once; what the client uses) or `identity` and
+ * `noiseStatic` (checked, and the proof signed, for this handshake alone), not both.
+ */
+export interface LocalKeyOptions {
+  keys?: SessionKeys
+  identity?: Identity
+  noiseStatic?: NoiseKeyPair
+}
+
+export interface InitiatorOptions extends LocalKeyOptions {
   /** The responder's Noise static key, from its verified directory record. */
   remoteNoiseKey: Uint8Array
   /** The responder's onion address (any form onion.ts accepts). */
@@ -75,9 +97,7 @@ export interface InitiatorOptions {
   rekeyInterval?: number
 }
 
-export interface ResponderOptions {
-  identity: Identity
-  noiseStatic: NoiseKeyPair
+export interface ResponderOptions extends LocalKeyOptions {
   /** Our own onion address, the one callers dialed. */
   ownOnion: string
   record?: Uint8Array
@@ -86,14 +106,45 @@ export interface ResponderOptions {
 
 // ---------------------------------------------------------------------------------------------- payloads
 
+const PREPARED = new WeakSet<SessionKeys>()
+
+/**
+ * Checks `identity` (the public key belongs to the seed) and `noiseStatic` (likewise), brings the Noise key into
+ * `dh` (default NOBLE_DH) and signs the identity proof. `keys.noise.destroy()` when done with them.
+ */
+export function prepareSessionKeys(identity: Identity, noiseStatic: NoiseKeyPair, dh: DhBackend = NOBLE_DH): SessionKeys {
+  const { seed, publicKey } = checkIdentity(identity)
+  const pair = checkNoiseKeyPair(noiseStatic)
+  const noise = dh.fromPrivateKey(pair.secretKey)
+  if (!equalBytes(noise.publicKey, pair.publicKey)) {
+    noise.destroy()
+    throw new InvalidArgumentError('noiseStatic.publicKey does not belong to noiseStatic.secretKey')
+  }
+  const sig = signWithIdentity(seed, concatBytes(NOISE_STATIC_DOMAIN, pair.publicKey))
+  const keys: SessionKeys = Object.freeze({ identityKey: publicKey.slice(), dh, noise, proof: concatBytes(Uint8Array.of(PAYLOAD_VERSION), publicKey, sig) })
+  PREPARED.add(keys)
+  return keys
+}
+
+/** The keys of one handshake, and whether they were made for it alone (then the handshake destroys them). */
+function localKeys(options: LocalKeyOptions): { keys: SessionKeys; owned: boolean } {
+  if (options.keys !== undefined) {
+    if (!PREPARED.has(options.keys)) throw new InvalidArgumentError('keys must come from prepareSessionKeys()')
+    if (options.identity !== undefined || options.noiseStatic !== undefined) {
+      throw new InvalidArgumentError('give either keys or identity and noiseStatic, not both')
+    }
+    return { keys: options.keys, owned: false }
+  }
+  return { keys: prepareSessionKeys(options.identity as Identity, options.noiseStatic as NoiseKeyPair), owned: true }
+}
+
 /**
  * Handshake payload (both messages):
  *   version u8 (=1) || identityKey (32) || signature (64) || recordLength u16 BE (0..2048) || record
  */
-function encodeProof(identity: Identity, noisePublicKey: Uint8Array, record: Uint8Array | undefined): Uint8Array {
-  const sig = signWithIdentity(identity.seed, concatBytes(NOISE_STATIC_DOMAIN, noisePublicKey))
+function encodeProof(keys: SessionKeys, record: Uint8Array | undefined): Uint8Array {
   const rec = record ?? new Uint8Array(0)
-  return concatBytes(Uint8Array.of(PAYLOAD_VERSION), identity.publicKey, sig, Uint8Array.of(rec.length >>> 8, rec.length & 0xff), rec)
+  return concatBytes(keys.proof, Uint8Array.of(rec.length >>> 8, rec.length & 0xff), rec)
 }
 
 /** Parses a payload and checks its signature over the Noise key the handshake actually used. */
@@ -133,14 +184,12 @@ function checkIdentity(identity: unknown): Identity {
   return { seed, publicKey }
 }
 
+/** Shape only: whether the public key belongs to the secret is checked by prepareSessionKeys, in its backend. */
 function checkNoiseKeyPair(pair: unknown): NoiseKeyPair {
   if (typeof pair !== 'object' || pair === null) throw new InvalidArgumentError('noiseStatic must be an object')
   const { secretKey, publicKey } = pair as Record<string, unknown>
   assertBytes(secretKey, 'noiseStatic.secretKey', 32)
   assertBytes(publicKey, 'noiseStatic.publicKey', 32)
-  if (!equalBytes(x25519PublicKey(secretKey), publicKey)) {
-    throw new InvalidArgumentError('noiseStatic.publicKey does not belong to noiseStatic.secretKey')
-  }
   return { secretKey, publicKey }
 }
 
@@ -188,27 +237,33 @@ export class SessionInitiator {
   readonly #remoteNoiseKey: Uint8Array
   readonly #expectedPeerId: string
   readonly #rekeyInterval: number | undefined
+  /** Keys made for this handshake alone (destroyed when it ends), not lent by the caller. */
+  readonly #ownedKeys: SessionKeys | undefined
   #state: InitiatorState = { kind: 'ready' }
 
   constructor(options: InitiatorOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object')
-    const identity = checkIdentity(options.identity)
-    const noiseStatic = checkNoiseKeyPair(options.noiseStatic)
     assertBytes(options.remoteNoiseKey, 'remoteNoiseKey', 32)
     if (!isCanonicalPeerId(options.expectedPeerId)) {
       throw new InvalidArgumentError('expectedPeerId must be a canonical peer ID')
     }
+    const prologue = prologueFor(options.remoteOnion, 'remoteOnion')
+    const record = checkRecord(options.record)
+    const rekeyInterval = checkRekeyInterval(options.rekeyInterval)
+    const { keys, owned } = localKeys(options)
     this.#handshake = new Handshake({
       protocolName: SESSION_PROTOCOL_NAME,
       initiator: true,
-      prologue: prologueFor(options.remoteOnion, 'remoteOnion'),
-      staticKey: noiseStatic.secretKey,
+      prologue,
+      staticKey: keys.noise,
+      dh: keys.dh,
       remoteStaticKey: options.remoteNoiseKey,
     })
-    this.#payload = encodeProof(identity, noiseStatic.publicKey, checkRecord(options.record))
+    this.#ownedKeys = owned ? keys : undefined
+    this.#payload = encodeProof(keys, record)
     this.#remoteNoiseKey = options.remoteNoiseKey.slice()
     this.#expectedPeerId = options.expectedPeerId
-    this.#rekeyInterval = checkRekeyInterval(options.rekeyInterval)
+    this.#rekeyInterval = rekeyInterval
   }
 
   /** Message 1 (-> e, es, s, ss + our identity proof), framed. Call once. */
@@ -248,6 +303,8 @@ export class SessionInitiator {
       const error = asHandshakeError(err, 'handshake failed')
       this.#state = { kind: 'failed', error }
       throw error
+    } finally {
+      this.#ownedKeys?.noise.destroy()
     }
   }
 
@@ -267,26 +324,21 @@ type ResponderState =
 /** The called side: reads message 1, then (if it accepts the caller) writes message 2. */
 export class SessionResponder {
   readonly #handshake: Handshake
-  readonly #identity: Identity
-  readonly #noisePublicKey: Uint8Array
+  readonly #keys: SessionKeys
+  readonly #ownsKeys: boolean
   readonly #record: Uint8Array | undefined
   readonly #rekeyInterval: number | undefined
   #state: ResponderState = { kind: 'awaiting-first' }
 
   constructor(options: ResponderOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object')
-    const identity = checkIdentity(options.identity)
-    const noiseStatic = checkNoiseKeyPair(options.noiseStatic)
-    this.#handshake = new Handshake({
-      protocolName: SESSION_PROTOCOL_NAME,
-      initiator: false,
-      prologue: prologueFor(options.ownOnion, 'ownOnion'),
-      staticKey: noiseStatic.secretKey,
-    })
-    this.#identity = identity
-    this.#noisePublicKey = noiseStatic.publicKey
+    const prologue = prologueFor(options.ownOnion, 'ownOnion')
     this.#record = checkRecord(options.record)
     this.#rekeyInterval = checkRekeyInterval(options.rekeyInterval)
+    const { keys, owned } = localKeys(options)
+    this.#handshake = new Handshake({ protocolName: SESSION_PROTOCOL_NAME, initiator: false, prologue, staticKey: keys.noise, dh: keys.dh })
+    this.#keys = keys
+    this.#ownsKeys = owned
   }
 
   /**
@@ -313,6 +365,7 @@ export class SessionResponder {
     } catch (err) {
       const error = asHandshakeError(err, 'handshake failed')
       this.#state = { kind: 'failed', error }
+      if (this.#ownsKeys) this.#keys.noise.destroy()
       throw error
     }
   }
@@ -321,13 +374,15 @@ export class SessionResponder {
   response(): { message: Uint8Array; session: EstablishedSession } {
     const state = this.#state
     if (state.kind !== 'authenticated') throw this.#misuse('response() needs a successful readFirstMessage() first, once')
-    // Signed only now, so a flood of garbage first messages costs no signatures.
-    const payload = encodeProof(this.#identity, this.#noisePublicKey, this.#record)
-    const message = encodeFrame(this.#handshake.writeMessage(payload))
-    const sessionId = sessionIdOf(this.#handshake)
-    const transport = new SecureTransport(this.#handshake.split(), { rekeyInterval: this.#rekeyInterval })
-    this.#state = { kind: 'responded' }
-    return { message, session: { transport, peer: state.peer, sessionId } }
+    try {
+      const message = encodeFrame(this.#handshake.writeMessage(encodeProof(this.#keys, this.#record)))
+      const sessionId = sessionIdOf(this.#handshake)
+      const transport = new SecureTransport(this.#handshake.split(), { rekeyInterval: this.#rekeyInterval })
+      this.#state = { kind: 'responded' }
+      return { message, session: { transport, peer: state.peer, sessionId } }
+    } finally {
+      if (this.#ownsKeys) this.#keys.noise.destroy()
+    }
   }
 
   #misuse(why: string): SessionError {
