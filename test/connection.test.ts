@@ -213,6 +213,37 @@ test('heartbeats: idle sessions ping, pong comes back, RTT is measured on both s
   await a.close('shutdown')
 })
 
+test('heartbeats in anti-phase: the dialler leads, the responder pings half a period later, pings never cross', async (t) => {
+  const H = 250
+  const { a, b } = await connectedPair(t, H)
+  const ha = recorder()
+  const hb = recorder()
+  // When each side's pings left, from its rtt callback: the pong for our latest ping arrives now, RTT ms after it.
+  const pings: { a: number[]; b: number[] } = { a: [], b: [] }
+  const enough = 5
+  const done = new Promise<void>((resolve) => {
+    for (const [name, h] of [['a', ha], ['b', hb]] as const) {
+      const rtt = h.rtt.bind(h)
+      h.rtt = (ms) => {
+        pings[name].push(performance.now() - ms)
+        rtt(ms)
+        if (pings.a.length >= enough && pings.b.length >= enough) resolve()
+      }
+    }
+  })
+  a.start(ha, HELLO)
+  b.start(hb, HELLO)
+  await within(20 * H, done, `${enough} rtt samples on each side`)
+  t.true(a.open && b.open)
+  await a.close('shutdown')
+  t.true([...ha.rtts, ...hb.rtts].every((ms) => ms >= 0 && ms < H), `rtts ${ha.rtts} / ${hb.rtts}`)
+  // After the first two periods, every ping is at least H/8 from the other side's nearest ping (H/2 by the rule).
+  const nearest = (x: number, ys: readonly number[]): number => Math.min(...ys.map((y) => Math.abs(x - y)))
+  const gaps = [...pings.a.slice(2).map((x) => nearest(x, pings.b)), ...pings.b.slice(2).map((x) => nearest(x, pings.a))]
+  t.true(gaps.every((g) => g >= H / 8), `gaps ${gaps.map(Math.round)} ms`)
+  t.log(`H = ${H} ms: nearest other-side ping ${gaps.map(Math.round).join(', ')} ms; rtts ${ha.rtts.join(', ')} / ${hb.rtts.join(', ')} ms`)
+})
+
 test('a silent peer is declared dead within 2H (ERR_SESSION_TIMEOUT)', async (t) => {
   const H = 300
   const { handler } = await rawCaller(t, recorder(), { heartbeatIntervalMs: H })

@@ -126,6 +126,8 @@ export class Connection {
   #lastReceived = 0
   #textSeq = 0
   #ping: { nonce: number; at: number } | undefined
+  /** When the peer's latest ping arrived: the follower's anchor (docs/PROTOCOL.md, "Heartbeats and presence"). */
+  #lastPeerPing: number | undefined
   #nextNonce = 1
   #closedSocket: Promise<void>
 
@@ -350,7 +352,11 @@ export class Connection {
     this.#lastReceived = this.#clock()
     switch (message.type) {
       case 'ping':
+        this.#lastPeerPing = this.#lastReceived
         this.#send({ type: 'pong', nonce: message.nonce, pingSentAt: message.sentAt, sentAt: Math.floor(this.#clock()) })
+        // A follower's next ping is due H/2 after this one arrived, which may be earlier than the check already
+        // planned: re-plan (it never pings at once). Nothing else moves a check earlier.
+        if (this.role === 'responder') this.#heartbeat()
         break
       case 'pong': {
         const ping = this.#ping
@@ -369,13 +375,23 @@ export class Connection {
     }
   }
 
-  /** One heartbeat step (docs/PROTOCOL.md, "Heartbeats and presence"); re-arms its own unref'd timer. */
+  /**
+   * One heartbeat step (docs/PROTOCOL.md, "Heartbeats and presence"); re-arms its own unref'd timer. The dialler
+   * leads, the responder follows half a period behind it, so the two sides' pings do not cross.
+   */
   #heartbeat(): void {
     const state = this.#state
     if (state.kind !== 'open') return
     clearTimeout(state.timer)
     const now = this.#clock()
-    const decision = heartbeatDecision({ now, lastSent: this.#lastSent, lastReceived: this.#lastReceived, interval: this.#interval })
+    const decision = heartbeatDecision({
+      now,
+      lastSent: this.#lastSent,
+      lastReceived: this.#lastReceived,
+      interval: this.#interval,
+      phase: this.role === 'initiator' ? 'lead' : 'follow',
+      peerPingAt: this.#lastPeerPing,
+    })
     switch (decision.action) {
       case 'dead':
         return this.#fail(new SessionError('ERR_SESSION_TIMEOUT', `no frame from the peer for ${2 * this.#interval} ms`))
