@@ -122,6 +122,33 @@ test('outbox: ordered, survives reopen, delivered exactly once, sequence numbers
   await db.close()
 })
 
+test('outbox: enqueue leaves the fsync to a sync barrier that settled() and close() wait for', async (t) => {
+  const path = await tempDb()
+  const db = await ClientDb.open(path)
+  const { contact } = newPeer()
+  await db.putContact(contact)
+  const nextId = idSource(7)
+  const ids = Array.from({ length: 40 }, () => nextId())
+  // Concurrent enqueues: each is written (in the OS) when it resolves; barriers in flight are shared.
+  await Promise.all(ids.map((id, i) => db.enqueue(contact.peerId, { id, body: `m${i}`, createdAt: 1 })))
+  await db.settled()
+  await db.settled() // nothing in flight: resolves at once
+  const last = nextId()
+  await db.enqueue(contact.peerId, { id: last, body: 'last', createdAt: 2 })
+  await db.close() // waits for the last barrier
+  const raw = new Level<string, string>(path, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
+  await raw.open()
+  try {
+    t.truthy(await raw.get('s!sync-barrier'))
+    t.is((await raw.keys({ gt: `o!${contact.peerId}!`, lt: `o!${contact.peerId}!~` }).all()).length, 41)
+  } finally {
+    await raw.close()
+  }
+  const again = await ClientDb.open(path)
+  t.deepEqual((await again.pending(contact.peerId)).map((e) => e.id), [...ids, last])
+  await again.close()
+})
+
 test('outbox: pending({ afterSeq }) lists only the entries queued after that seq, in order', async (t) => {
   const { db, peerId } = await withContact(await tempDb())
   const nextId = idSource(7)
