@@ -446,9 +446,10 @@ async function firstMessage(ctx: Ctx): Promise<void> {
 /**
  * Round trip to a real client (it stores each text, fsync'd, before acking) vs the heartbeat ping/pong of the very
  * same session (tor circuit + Noise + framing, no database). Each round: the next ping/pong of our client, a text
- * sent right after it, then — once the session has been quiet for QUIET_MS — another text. Both ends ping on the
- * same 2 s cadence, so a text sent right after our pong often follows the pong we just wrote to the peer's own
- * ping; the two texts show what such back-to-back frames cost (tor's links keep Nagle on: docs/DECISIONS.md).
+ * sent right after it, then — once the session has been quiet for QUIET_MS — another text. The two ends ping in
+ * anti-phase (the responder H/2 after the dialler, docs/PROTOCOL.md "Heartbeats"), so the ping/pong is one clean
+ * round trip; a text sent right after it follows our ping within a round trip and shows what such back-to-back
+ * frames cost (tor's links keep Nagle on: docs/DECISIONS.md).
  */
 async function realRoundTrip(ctx: Ctx, peerId: string): Promise<void> {
   const QUIET_MS = 250
