@@ -71,15 +71,17 @@ export interface World {
 
 /**
  * Starts the directory on `network` (a running network's join info, e.g. the test run's), or first a private
- * network of its own (stopped by `stop()`).
+ * network of its own with `relays` relays besides the 3 authorities (stopped by `stop()`).
  */
-export async function startWorld(options: { network?: NetworkJoin; onProgress?: (message: string) => void } = {}): Promise<World> {
+export async function startWorld(options: { network?: NetworkJoin; relays?: number; onProgress?: (message: string) => void } = {}): Promise<World> {
   const progress = options.onProgress ?? (() => {})
   const root = await mkdtemp(join(tmpdir(), 'p2pmess-e2e-'))
   let network: PrivateNetwork | undefined
   let directory: OnionDirectory | undefined
   try {
-    if (options.network === undefined) network = await startNetwork({ baseDir: root, onProgress: (m) => progress(`network: ${m}`) })
+    if (options.network === undefined) {
+      network = await startNetwork({ baseDir: root, ...(options.relays === undefined ? {} : { relays: options.relays }), onProgress: (m) => progress(`network: ${m}`) })
+    }
     const networkJoin = options.network ?? network!.join
     const joinFile = join(root, 'join.json')
     await writeFile(joinFile, JSON.stringify(networkJoin))
