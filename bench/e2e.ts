@@ -58,7 +58,7 @@ const { values: flags } = parseArgs({
     quick: { type: 'boolean', default: false },
     contacts: { type: 'string', default: '100' },
     only: { type: 'string' },
-    relays: { type: 'string', default: '11' },
+    relays: { type: 'string', default: '3' },
   },
 })
 const quick = flags.quick === true
