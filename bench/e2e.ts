@@ -21,7 +21,7 @@
  * throughput, first message and the 100 contacts; a real headless client (own tor) for the dead-peer figures.
  *
  * Flags: --quick (fewer samples), --contacts N (default 100), --only a,b (sections: rtt,first,bulk,dead,contacts;
- * 'dead' includes the real-peer round trip), --relays N (relays besides the 3 authorities, default 11). Env P2PMESS_BENCH_DEBUG=1 logs the steps of the first-message samples.
+ * 'dead' includes the real-peer round trip), --relays N (relays besides the 3 authorities, default 3). Env P2PMESS_BENCH_DEBUG=1 logs the steps of the first-message samples.
  */
 import { mkdir, readFile } from 'node:fs/promises'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
@@ -64,8 +64,7 @@ const { values: flags } = parseArgs({
 const quick = flags.quick === true
 const CONTACTS = Number(flags.contacts)
 if (!Number.isInteger(CONTACTS) || CONTACTS < 1 || CONTACTS > 500) throw new InvalidArgumentError('--contacts must be 1-500')
-// Fourteen nodes: no fresh circuit of 60 crossed a link twice (docs/DECISIONS.md "Private Tor network"), as on the
-// real network, where a round trip costs one round trip; the tests' network has ten.
+// The network's size (relays besides the 3 authorities); docs/DECISIONS.md "Private Tor network" on 6 vs 10 vs 14 nodes.
 const RELAYS = Number(flags.relays)
 if (!Number.isInteger(RELAYS) || RELAYS < 1 || RELAYS > 29) throw new InvalidArgumentError('--relays must be 1-29')
 const SECTIONS = new Set((flags.only ?? 'rtt,first,bulk,dead,contacts').split(','))

@@ -72,9 +72,9 @@ interface Ports {
 /**
  * Relays besides the 3 authorities: six nodes, light enough for the test suite beside its many client tors. On
  * six, a rendezvous circuit's two halves often cross the same link twice and pay a delayed ACK per round trip
- * (~90 ms instead of 8-16 ms: 14 of 60 fresh circuits; 8 of 90 with ten nodes, 0 of 60 with fourteen), so the
- * end-to-end bench asks for 11 relays. `hsdir_spread_store` (AUTHORITY_TORRC) keeps every descriptor on every
- * HSDir at any size. docs/DECISIONS.md, "Private Tor network".
+ * (~90 ms instead of 8-16 ms: 14 of 60 fresh circuits; 8 of 90 with ten nodes, 0 of 60 with fourteen), but larger
+ * networks cost more than they bought (docs/DECISIONS.md, "Private Tor network"). `hsdir_spread_store`
+ * (AUTHORITY_TORRC) keeps every descriptor on every HSDir at any size.
  */
 const DEFAULT_RELAYS = 3
 const MIN_NODES = 4
