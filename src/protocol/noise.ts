@@ -123,7 +123,7 @@ export const NOBLE_DH: DhBackend = {
 }
 
 /** True for an object shaped like a DhKeyPair (a 32-byte public key and the two methods). */
-export function isDhKeyPair(value: unknown): value is DhKeyPair {
+function isDhKeyPair(value: unknown): value is DhKeyPair {
   if (typeof value !== 'object' || value === null) return false
   const { publicKey, dh, destroy } = value as Record<string, unknown>
   return publicKey instanceof Uint8Array && publicKey.length === DHLEN && typeof dh === 'function' && typeof destroy === 'function'

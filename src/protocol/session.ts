@@ -62,12 +62,11 @@ export interface EstablishedSession {
 }
 
 /**
- * This device's keys, checked once and ready for any number of handshakes (`prepareSessionKeys`): the identity
- * key, the Noise static key pair in its DH backend, and the identity proof, signed once (Ed25519 is
- * deterministic, so every handshake would sign the same bytes).
+ * This device's keys, checked once and ready for any number of handshakes (`prepareSessionKeys`): the Noise
+ * static key pair in its DH backend, and the identity proof, signed once (Ed25519 is deterministic, so every
+ * handshake would sign the same bytes).
  */
 export interface SessionKeys {
-  readonly identityKey: Uint8Array
   /** The DH backend of `noise`; the handshakes' ephemeral keys are made there too. */
   readonly dh: DhBackend
   readonly noise: DhKeyPair
@@ -121,7 +120,7 @@ export function prepareSessionKeys(identity: Identity, noiseStatic: NoiseKeyPair
     throw new InvalidArgumentError('noiseStatic.publicKey does not belong to noiseStatic.secretKey')
   }
   const sig = signWithIdentity(seed, concatBytes(NOISE_STATIC_DOMAIN, pair.publicKey))
-  const keys: SessionKeys = Object.freeze({ identityKey: publicKey.slice(), dh, noise, proof: concatBytes(Uint8Array.of(PAYLOAD_VERSION), publicKey, sig) })
+  const keys: SessionKeys = Object.freeze({ dh, noise, proof: concatBytes(Uint8Array.of(PAYLOAD_VERSION), publicKey, sig) })
   PREPARED.add(keys)
   return keys
 }
@@ -325,7 +324,8 @@ type ResponderState =
 export class SessionResponder {
   readonly #handshake: Handshake
   readonly #keys: SessionKeys
-  readonly #ownsKeys: boolean
+  /** Keys made for this handshake alone (destroyed when it ends), not lent by the caller. */
+  readonly #ownedKeys: SessionKeys | undefined
   readonly #record: Uint8Array | undefined
   readonly #rekeyInterval: number | undefined
   #state: ResponderState = { kind: 'awaiting-first' }
@@ -338,7 +338,7 @@ export class SessionResponder {
     const { keys, owned } = localKeys(options)
     this.#handshake = new Handshake({ protocolName: SESSION_PROTOCOL_NAME, initiator: false, prologue, staticKey: keys.noise, dh: keys.dh })
     this.#keys = keys
-    this.#ownsKeys = owned
+    this.#ownedKeys = owned ? keys : undefined
   }
 
   /**
@@ -365,7 +365,7 @@ export class SessionResponder {
     } catch (err) {
       const error = asHandshakeError(err, 'handshake failed')
       this.#state = { kind: 'failed', error }
-      if (this.#ownsKeys) this.#keys.noise.destroy()
+      this.#ownedKeys?.noise.destroy()
       throw error
     }
   }
@@ -381,7 +381,7 @@ export class SessionResponder {
       this.#state = { kind: 'responded' }
       return { message, session: { transport, peer: state.peer, sessionId } }
     } finally {
-      if (this.#ownsKeys) this.#keys.noise.destroy()
+      this.#ownedKeys?.noise.destroy()
     }
   }
 
